@@ -1,0 +1,37 @@
+"""Loading and validating ``gateway.yaml``. Imports nothing from ``auth`` or ``gateway``."""
+
+from config.loader import ENV_OVERRIDES, ConfigError, build_config, load_config
+from config.model import (
+    ApiConfig,
+    AuthConfig,
+    CorsConfig,
+    DatabaseConfig,
+    EmailConfig,
+    GatewayConfig,
+    JwtConfig,
+    RedisConfig,
+    RouteConfig,
+    ServerConfig,
+    SmtpConfig,
+)
+from config.render import mask_url, render
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "ApiConfig",
+    "AuthConfig",
+    "ConfigError",
+    "CorsConfig",
+    "DatabaseConfig",
+    "EmailConfig",
+    "GatewayConfig",
+    "JwtConfig",
+    "RedisConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "SmtpConfig",
+    "build_config",
+    "load_config",
+    "mask_url",
+    "render",
+]
