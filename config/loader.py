@@ -70,6 +70,8 @@ def load_config(
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError([f"cannot read file: {exc.strerror or exc}"], source) from None
+        except UnicodeDecodeError:
+            raise ConfigError(["the file is not valid UTF-8"], source) from None
         except yaml.YAMLError as exc:
             raise ConfigError([f"not valid YAML: {exc}"], source) from None
         if raw is None:
@@ -152,8 +154,12 @@ def _format_error(err: Any) -> str:
     for part in err["loc"]:
         if isinstance(part, int):
             loc += f"[{part}]"
-        elif part.startswith("function-") or part in ("str", "int", "bool"):
-            continue  # validator-internal location, not a key
+        elif part.startswith(("function-", "constrained-")) or (
+            part in ("str", "int", "bool", "float")
+            and err["type"] != "extra_forbidden"
+            and part == err["loc"][-1]
+        ):
+            continue  # a union branch or validator name, not a key
         else:
             loc += f".{part}" if loc else part
     message = err["msg"]

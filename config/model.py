@@ -144,8 +144,6 @@ class SmtpConfig(_Model):
 class EmailConfig(_Model):
     """Where mail goes: the log (embedded default) or an SMTP server."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     backend: Literal["log", "smtp"] = "log"
     from_: StrictStr = Field(default="Gateway <no-reply@example.com>", alias="from")
     smtp: SmtpConfig = SmtpConfig()

@@ -11,13 +11,16 @@ from config.model import GatewayConfig
 
 MASK = "********"
 _SECRET_KEYS = frozenset({"secret", "password"})
-_URL_PASSWORD_RE = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<pw>[^@]+)(?P<tail>@)", re.I)
+# userinfo runs up to the LAST "@" before the path: passwords may contain "@".
+_URL_PASSWORD_RE = re.compile(
+    r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<pw>[^/?#]*)(?P<tail>@)", re.I
+)
 
 
 def render(cfg: GatewayConfig) -> str:
     """Return the effective config as YAML; secrets and URL passwords are replaced by a mask."""
     data = cfg.model_dump(mode="json", by_alias=True)
-    return yaml.safe_dump(_mask(data), sort_keys=False, allow_unicode=True)
+    return str(yaml.safe_dump(_mask(data), sort_keys=False, allow_unicode=True))
 
 
 def mask_url(url: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
+MAX_DURATION = 10 * 366 * 86400.0
+MAX_SIZE = 1024**4
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -23,7 +26,7 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: Any) -> float:
-    """Return seconds for ``30s``, ``10m``, ``2h``, ``30d``, ``250ms`` or a plain number of seconds."""
+    """Seconds for ``30s``, ``10m``, ``2h``, ``30d``, ``250ms`` or a plain number of seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 10m, 2h, 30d or a number of seconds")
     if isinstance(value, int | float):
@@ -32,6 +35,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     else:
         raise ValueError("expected a duration such as 30s, 10m, 2h, 30d or a number of seconds")
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError("a duration must be a finite number of at most 10 years")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -44,11 +49,16 @@ def parse_size(value: Any) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        number = float(match.group(1))
+        if not math.isfinite(number) or number > MAX_SIZE:
+            raise ValueError("a size must be at most 1TiB")
+        size = int(number * _SIZE_UNITS[(match.group(2) or "b").lower()])
     else:
         raise ValueError("expected a size such as 10MiB, 512KiB or a number of bytes")
     if size < 0:
         raise ValueError("a size cannot be negative")
+    if size > MAX_SIZE:
+        raise ValueError("a size must be at most 1TiB")
     return size
 
 
@@ -62,7 +72,7 @@ def format_duration(seconds: float) -> str:
             if whole % factor == 0:
                 return f"{whole // factor}{unit}"
         return f"{whole}s"
-    return f"{int(round(seconds * 1000))}ms"
+    return f"{round(seconds * 1000)}ms"
 
 
 def format_size(size: int) -> str:

@@ -26,9 +26,7 @@ def _check_database(cfg: GatewayConfig) -> list[str]:
     errors = []
     scheme = cfg.database.url.split("://", 1)[0]
     if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-        errors.append(
-            "database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-        )
+        errors.append("database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     if cfg.redis.url is not None and urlsplit(cfg.redis.url).scheme not in (
         "redis",
         "rediss",
@@ -97,7 +95,7 @@ def _check_routes(cfg: GatewayConfig) -> list[str]:
         if route.prefix in prefixes:
             errors.append(f"{key}.prefix: duplicate of routes[{prefixes[route.prefix]}]")
         prefixes.setdefault(route.prefix, i)
-        errors.extend(f"{key}.upstream: {problem}" for problem in _upstream_problems(route.upstream))
+        errors.extend(f"{key}.upstream: {p}" for p in _upstream_problems(route.upstream))
         for j, method in enumerate(route.methods or []):
             if method not in HTTP_METHODS:
                 errors.append(f"{key}.methods[{j}]: unknown HTTP method {method!r}")

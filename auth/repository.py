@@ -1,0 +1,149 @@
+"""Queries named for their intent; each repository works inside a session it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from auth.models import AuthSession, OneTimeToken, RefreshToken, User
+
+
+class UserRepository:
+    """Users by id, email and username."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: int) -> User | None:
+        """The user with ``user_id``."""
+        return await self.session.get(User, user_id)
+
+    async def get_by_email_key(self, key: str) -> User | None:
+        """The user whose normalised email is ``key``."""
+        result = await self.session.execute(select(User).where(User.email_key == key))
+        return result.scalar_one_or_none()
+
+    async def email_taken(self, key: str) -> bool:
+        """True when an account has this normalised email."""
+        return bool(await self.session.scalar(select(exists().where(User.email_key == key))))
+
+    async def username_taken(self, key: str) -> bool:
+        """True when an account has this normalised username."""
+        return bool(await self.session.scalar(select(exists().where(User.username_key == key))))
+
+    async def add(self, user: User) -> User:
+        """Insert ``user`` and flush to get its id."""
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+
+class SessionRepository:
+    """Login sessions and the refresh tokens of each."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, auth_session: AuthSession, refresh: RefreshToken) -> None:
+        """Insert a new session with its first refresh token."""
+        self.session.add(auth_session)
+        await self.session.flush()
+        self.session.add(refresh)
+        await self.session.flush()
+
+    async def get_with_user(self, sid: str) -> tuple[AuthSession, User] | None:
+        """A session and its user."""
+        result = await self.session.execute(
+            select(AuthSession, User)
+            .join(User, User.id == AuthSession.user_id)
+            .where(AuthSession.id == sid)
+        )
+        row = result.first()
+        return None if row is None else (row[0], row[1])
+
+    async def get_refresh(self, jti: str) -> tuple[RefreshToken, AuthSession, User] | None:
+        """A refresh token with its session and user."""
+        result = await self.session.execute(
+            select(RefreshToken, AuthSession, User)
+            .join(AuthSession, AuthSession.id == RefreshToken.session_id)
+            .join(User, User.id == AuthSession.user_id)
+            .where(RefreshToken.jti == jti)
+        )
+        row = result.first()
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def claim_refresh(self, jti: str, now: datetime) -> bool:
+        """Mark a refresh token used; False when it had been used already (atomic)."""
+        result = await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.jti == jti, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def revoke(self, sid: str, now: datetime, reason: str) -> None:
+        """Revoke one session (its whole refresh-token chain)."""
+        await self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == sid, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason=reason)
+        )
+
+    async def revoke_all_for_user(self, user_id: int, now: datetime, reason: str) -> list[str]:
+        """Revoke every live session of a user; return their ids."""
+        result = await self.session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoke_reason=reason)
+            .returning(AuthSession.id)
+        )
+        return list(result.scalars())
+
+    async def revoked_since(self, since: datetime) -> Sequence[str]:
+        """Ids of sessions revoked after ``since`` (for replaying into the store)."""
+        result = await self.session.execute(
+            select(AuthSession.id).where(AuthSession.revoked_at > since)
+        )
+        return list(result.scalars())
+
+
+class OneTimeTokenRepository:
+    """Hashed single-use tokens sent by mail."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, token: OneTimeToken) -> None:
+        """Insert a token."""
+        self.session.add(token)
+        await self.session.flush()
+
+    async def consume(self, token_hash: str, purpose: str, now: datetime) -> int | None:
+        """Spend a live token atomically; return its user id, or None if unknown/used/expired."""
+        result = await self.session.execute(
+            update(OneTimeToken)
+            .where(
+                OneTimeToken.token_hash == token_hash,
+                OneTimeToken.purpose == purpose,
+                OneTimeToken.used_at.is_(None),
+                OneTimeToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .returning(OneTimeToken.user_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def retire_for_user(self, user_id: int, purpose: str, now: datetime) -> None:
+        """Spend every live token of a user for ``purpose`` (a new one replaces them)."""
+        await self.session.execute(
+            update(OneTimeToken)
+            .where(
+                OneTimeToken.user_id == user_id,
+                OneTimeToken.purpose == purpose,
+                OneTimeToken.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )

@@ -1,0 +1,175 @@
+"""Input models of the auth API and the CLI; snake_case or camelCase field names accepted.
+
+Validation problems come out as ``"field: problem"`` strings (``validation_details``), the
+form the error envelope carries after "Validation failed".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationInfo
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+
+from auth.errors import ValidationFailed
+from config import PasswordConfig
+
+_EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+$")
+
+
+def email_key(email: str) -> str:
+    """The unique, case-insensitive form of an address."""
+    return email.strip().lower()
+
+
+def username_key(username: str) -> str:
+    """The unique form of a username: NFKC, case-folded, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", username).casefold().split())
+
+
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in value)
+
+
+def _email(value: str) -> str:
+    value = value.strip()
+    if len(value) > 254 or not _EMAIL_RE.match(value) or ".." in value.split("@")[1]:
+        raise ValueError("not a valid email address")
+    return value
+
+
+def _username(value: str) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 64:
+        raise ValueError("must be at most 64 characters")
+    if _has_control(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _name(value: str) -> str:
+    value = unicodedata.normalize("NFC", value).strip()
+    if len(value) > 100:
+        raise ValueError("must be at most 100 characters")
+    if _has_control(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _password(value: str, info: ValidationInfo) -> str:
+    policy = (info.context or {}).get("password") or PasswordConfig()
+    if len(value) < policy.min_length:
+        raise ValueError(f"must be at least {policy.min_length} characters")
+    if len(value) > policy.max_length:
+        raise ValueError(f"must be at most {policy.max_length} characters")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+Email = Annotated[StrictStr, AfterValidator(_email)]
+Username = Annotated[StrictStr, AfterValidator(_username)]
+Name = Annotated[StrictStr, AfterValidator(_name)]
+NewPassword = Annotated[StrictStr, AfterValidator(_password)]
+NonEmpty = Annotated[StrictStr, AfterValidator(_non_empty)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        loc_by_alias=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+InputT = TypeVar("InputT", bound=_Input)
+
+
+class RegisterInput(_Input):
+    """POST /register."""
+
+    email: Email
+    password: NewPassword
+    username: Username
+    first_name: Name
+    last_name: Name = ""
+
+
+class LoginInput(_Input):
+    """POST /login."""
+
+    email: Annotated[StrictStr, Field(max_length=254), AfterValidator(_non_empty)]
+    password: Annotated[StrictStr, Field(max_length=4096), AfterValidator(_non_empty)]
+
+
+class RefreshInput(_Input):
+    """POST /refresh."""
+
+    refresh_token: Annotated[StrictStr, Field(max_length=8192), AfterValidator(_non_empty)]
+
+
+class EmailInput(_Input):
+    """POST /resend-verification (and other address-only requests)."""
+
+    email: Email
+
+
+class VerifyEmailInput(_Input):
+    """GET /verify-email?token=…"""
+
+    token: Annotated[StrictStr, AfterValidator(_non_empty)]
+
+
+class CreateUserInput(_Input):
+    """``gateway users create``."""
+
+    email: Email
+    password: NewPassword
+    username: Username
+    first_name: Name = ""
+    last_name: Name = ""
+    is_admin: bool = False
+    email_verified: bool = False
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "int_type": "must be an integer",
+    "string_too_long": "is too long",
+}
+
+
+def validation_details(exc: PydanticValidationError) -> list[str]:
+    """``"field: problem"`` for every error of a pydantic validation."""
+    details = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "body"
+        message = _MESSAGES.get(err["type"])
+        if message is None:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        details.append(f"{loc}: {message}")
+    return details
+
+
+def parse_input(model: type[InputT], data: Any, password: PasswordConfig | None = None) -> InputT:
+    """Validate ``data`` (a mapping) into ``model`` or raise ValidationFailed with every problem."""
+    try:
+        return model.model_validate(data, context={"password": password or PasswordConfig()})
+    except PydanticValidationError as exc:
+        raise ValidationFailed(*validation_details(exc)) from None

@@ -1,0 +1,143 @@
+"""Issue and verify the gateway's JWTs (SPEC §3).
+
+Verification pins the configured algorithm (never ``none``, never another family), requires
+``exp``, ``iat``, ``sub``, ``jti`` and ``sid``, checks ``token_type``, and, when configured,
+``iss`` and ``aud``. Revocation is not decided here: the caller checks ``sid`` against the store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+
+from auth.errors import TokenInvalid
+from auth.opaque import new_id
+from config import JwtConfig
+
+TokenType = Literal["access", "refresh"]
+_REQUIRED = ["exp", "iat", "sub", "jti", "sid", "user_id", "token_type"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The verified claims the gateway relies on."""
+
+    user_id: int
+    email: str
+    is_admin: bool
+    first_name: str
+    last_name: str
+    token_type: TokenType
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A signed token with the claims it carries."""
+
+    token: str
+    jti: str
+    iat: int
+    exp: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUser:
+    """What a token says about its user."""
+
+    id: int
+    email: str
+    is_admin: bool
+    first_name: str
+    last_name: str
+
+
+class TokenService:
+    """Signs and verifies access and refresh tokens with one key and one algorithm."""
+
+    def __init__(self, cfg: JwtConfig, secret: str) -> None:
+        self._cfg = cfg
+        self._key = secret
+        self.algorithm = cfg.algorithm
+        self.access_ttl = int(cfg.access_ttl)
+        self.refresh_ttl = int(cfg.refresh_ttl)
+
+    def issue(self, user: TokenUser, token_type: TokenType, sid: str) -> IssuedToken:
+        """Sign a new token of ``token_type`` for ``user`` in session ``sid``."""
+        now = int(time.time())
+        ttl = self.access_ttl if token_type == "access" else self.refresh_ttl
+        jti = new_id()
+        payload: dict[str, Any] = {
+            "user_id": user.id,
+            "email": user.email,
+            "is_admin": user.is_admin,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "token_type": token_type,
+            "sub": str(user.id),
+            "exp": now + ttl,
+            "iat": now,
+            "jti": jti,
+            "sid": sid,
+        }
+        if self._cfg.issuer:
+            payload["iss"] = self._cfg.issuer
+        if self._cfg.audience:
+            payload["aud"] = self._cfg.audience
+        token = jwt.encode(payload, self._key, algorithm=self.algorithm)
+        return IssuedToken(token=token, jti=jti, iat=now, exp=now + ttl)
+
+    def verify(self, token: str, expected: TokenType) -> Claims:
+        """Return the claims of a valid ``expected``-type token, or raise TokenInvalid."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.algorithm],
+                issuer=self._cfg.issuer,
+                audience=self._cfg.audience,
+                leeway=self._cfg.leeway,
+                options={"require": _REQUIRED, "verify_aud": self._cfg.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenInvalid("token has expired") from None
+        except jwt.PyJWTError:
+            raise TokenInvalid("token is invalid") from None
+        return _claims(payload, expected)
+
+
+def _claims(payload: dict[str, Any], expected: TokenType) -> Claims:
+    if payload.get("token_type") != expected:
+        raise TokenInvalid("not an access token" if expected == "access" else "not a refresh token")
+    user_id = payload.get("user_id")
+    fields_ok = (
+        type(user_id) is int
+        and payload.get("sub") == str(user_id)
+        and isinstance(payload.get("sid"), str)
+        and isinstance(payload.get("jti"), str)
+        and isinstance(payload.get("email"), str)
+        and isinstance(payload.get("is_admin"), bool)
+        and type(payload.get("iat")) is int
+        and type(payload.get("exp")) is int
+    )
+    if not fields_ok:
+        raise TokenInvalid("token is invalid")
+    assert isinstance(user_id, int)
+    return Claims(
+        user_id=user_id,
+        email=payload["email"],
+        is_admin=payload["is_admin"],
+        first_name=str(payload.get("first_name", "")),
+        last_name=str(payload.get("last_name", "")),
+        token_type=expected,
+        sid=payload["sid"],
+        jti=payload["jti"],
+        iat=payload["iat"],
+        exp=payload["exp"],
+    )

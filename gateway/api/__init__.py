@@ -1,0 +1,1 @@
+"""Thin HTTP adapters over the auth layer."""

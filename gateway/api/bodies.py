@@ -1,0 +1,69 @@
+"""Reading request bodies of the auth API: JSON objects only, bounded, never a 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_JSON_DEPTH = 32
+
+
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, or a 400/413/415 error."""
+    mime = request.content_type
+    if mime != "application/json" and not (
+        mime.startswith("application/") and mime.endswith("+json")
+    ):
+        raise UnsupportedMediaType("body: Content-Type must be application/json")
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body: at most {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body: at most {limit} bytes")
+    if not raw.strip():
+        raise BadRequest("body: must be a JSON object")
+    try:
+        text = raw.decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise BadRequest("body: not valid UTF-8") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise BadRequest("body: malformed JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body: must be a JSON object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest("body: nested too deeply")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None when there is no such header."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None

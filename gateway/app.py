@@ -1,0 +1,76 @@
+"""``create_app(cfg)``: the only place where the gateway is wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from auth.db import create_engine, create_sessionmaker, migrate
+from auth.keys import resolve_jwt_secret
+from auth.mailer import make_mailer
+from auth.passwords import PasswordHasher
+from auth.service import AuthService
+from auth.store import make_store
+from auth.tokens import TokenService
+from config import GatewayConfig
+from gateway.api.auth_routes import setup_auth_routes
+from gateway.api.health import setup_health_routes
+from gateway.appkeys import CONFIG, SERVICES, Services
+from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
+from gateway.middlewares.errors import error_middleware
+from gateway.middlewares.request_id import add_request_id, request_id_middleware
+
+_LOGGER = logging.getLogger(__name__)
+MAIL_DRAIN_TIMEOUT = 10.0
+
+
+def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Application:
+    """Build the application for ``cfg``; resources open on start-up and close on clean-up."""
+    policy = CorsPolicy(cfg.cors)
+    app = web.Application(
+        client_max_size=cfg.server.max_body_size,
+        # Order matters, outermost first: the request id exists before anything can fail;
+        # CORS wraps the error middleware so that error envelopes carry CORS headers too.
+        middlewares=[request_id_middleware(), cors_middleware(policy), error_middleware()],
+    )
+    app[CONFIG] = cfg
+    app[SERVICES] = Services()
+    app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(cors_prepare_hook(policy))
+    app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
+    setup_health_routes(app)
+    setup_auth_routes(app)
+    return app
+
+
+def _auth_context(
+    cfg: GatewayConfig, migrate_embedded: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def auth_context(app: web.Application) -> AsyncIterator[None]:
+        if migrate_embedded and cfg.uses_sqlite:
+            await migrate(cfg.database.url)
+        services = app[SERVICES]
+        engine = create_engine(cfg.database)
+        store = make_store(cfg.redis)
+        mailer = make_mailer(cfg.email)
+        tokens = TokenService(cfg.jwt, resolve_jwt_secret(cfg))
+        hasher = PasswordHasher(cfg.auth.password.bcrypt_cost)
+        service = AuthService(cfg, create_sessionmaker(engine), tokens, hasher, store, mailer)
+        services.engine, services.store, services.auth = engine, store, service
+        try:
+            replayed = await service.reconcile()
+            _LOGGER.debug("replayed %d recent revocations into the store", replayed)
+            yield
+        finally:
+            try:
+                async with asyncio.timeout(MAIL_DRAIN_TIMEOUT):
+                    await mailer.drain()
+            except TimeoutError:
+                _LOGGER.warning("gave up waiting for mail still being delivered")
+            await store.close()
+            await engine.dispose()
+
+    return auth_context

@@ -1,0 +1,32 @@
+"""Every typed key of the application, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from auth.service import AuthService
+from auth.store import Store
+from config import GatewayConfig
+
+
+@dataclass
+class Services:
+    """What start-up builds (filled in ``app.cleanup_ctx``, read by handlers)."""
+
+    engine: AsyncEngine | None = None
+    store: Store | None = None
+    auth: AuthService | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def auth_service(self) -> AuthService:
+        """The AuthService; only valid after start-up."""
+        if self.auth is None:
+            raise RuntimeError("the gateway has not started")
+        return self.auth
+
+
+CONFIG = web.AppKey("config", GatewayConfig)
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,1 @@
+"""One middleware per module, each built by a keyword-only factory."""

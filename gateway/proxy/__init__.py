@@ -1,0 +1,1 @@
+"""Authenticating reverse proxy: path normalisation, route table, header rules, forwarding."""
