@@ -64,6 +64,8 @@ class User(Base):
     """An account. ``email_key``/``username_key`` hold the normalised forms that are unique."""
 
     __tablename__ = "users"
+    # Never reuse an id on SQLite: a deleted user's old tokens must not name a new user.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(254))
@@ -112,6 +114,7 @@ class OneTimeToken(Base):
     """A single-use secret sent by mail; only its SHA-256 is stored."""
 
     __tablename__ = "one_time_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -19,18 +19,18 @@ from config import GatewayConfig
 from gateway.api.bodies import bearer_token, read_json_object
 from gateway.appkeys import CONFIG, SERVICES
 from gateway.envelope import json_response
-from gateway.errors import NotFoundError, Unauthorized
+from gateway.errors import Unauthorized
 
 PREFIX = "/api/v1/auth"
 MAX_AUTH_BODY = 64 * 1024
 
 
 def _service(request: web.Request) -> AuthService:
-    return request.app[SERVICES].auth_service()
+    return request.config_dict[SERVICES].auth_service()
 
 
 def _cfg(request: web.Request) -> GatewayConfig:
-    return request.app[CONFIG]
+    return request.config_dict[CONFIG]
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -134,20 +134,20 @@ async def logout(request: web.Request) -> web.Response:
     return _reply(request, {"message": "logged out from all sessions"})
 
 
-async def not_found(request: web.Request) -> web.Response:
-    """Anything else under the reserved prefix: never proxied."""
-    raise NotFoundError(f"no auth endpoint {request.method} {request.path}")
-
-
 def setup_auth_routes(app: web.Application) -> None:
-    """Register the auth API under ``/api/v1/auth``."""
-    router = app.router
-    router.add_post(f"{PREFIX}/register", register)
-    router.add_get(f"{PREFIX}/verify-email", verify_email, allow_head=False)
-    router.add_post(f"{PREFIX}/resend-verification", resend_verification)
-    router.add_post(f"{PREFIX}/login", login)
-    router.add_get(f"{PREFIX}/me", me, allow_head=False)
-    router.add_post(f"{PREFIX}/refresh", refresh)
-    router.add_post(f"{PREFIX}/logout", logout)
-    router.add_route("*", PREFIX, not_found)
-    router.add_route("*", PREFIX + "/{tail:.*}", not_found)
+    """Mount the auth API as a sub-application at ``/api/v1/auth``.
+
+    A sub-application owns every path under the prefix, so unknown paths there are a 404 and
+    wrong methods a 405 (with ``Allow``) from its own router: nothing under the reserved prefix
+    can fall through to the proxy's catch-all route.
+    """
+    api = web.Application()
+    router = api.router
+    router.add_post("/register", register)
+    router.add_get("/verify-email", verify_email, allow_head=False)
+    router.add_post("/resend-verification", resend_verification)
+    router.add_post("/login", login)
+    router.add_get("/me", me, allow_head=False)
+    router.add_post("/refresh", refresh)
+    router.add_post("/logout", logout)
+    app.add_subapp(PREFIX, api)

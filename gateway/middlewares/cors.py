@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 from config import CorsConfig
 from gateway.envelope import error_response
 
-CORS_ORIGIN = "gateway.cors_origin"
+CORS_ORIGIN = web.RequestKey("cors_origin", str)
 PrepareHook = Callable[[web.Request, web.StreamResponse], Awaitable[None]]
 
 

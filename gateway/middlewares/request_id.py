@@ -8,7 +8,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-REQUEST_ID = "gateway.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 HEADER = "X-Request-Id"
 _VALID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 

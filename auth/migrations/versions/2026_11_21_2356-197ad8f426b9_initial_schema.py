@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email_key", name=op.f("uq_users_email_key")),
         sa.UniqueConstraint("username_key", name=op.f("uq_users_username_key")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "auth_sessions",
@@ -76,6 +77,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_one_time_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_one_time_tokens_token_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("one_time_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_one_time_tokens_user_id"), ["user_id"], unique=False)
