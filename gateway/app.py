@@ -22,6 +22,10 @@ from gateway.appkeys import CONFIG, SERVICES, Services
 from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
+from gateway.proxy.forwarded import TrustedProxies
+from gateway.proxy.forwarder import create_client_session
+from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.routes import RouteTable
 
 _LOGGER = logging.getLogger(__name__)
 MAIL_DRAIN_TIMEOUT = 10.0
@@ -41,9 +45,39 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(cors_prepare_hook(policy))
     app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
+    app.cleanup_ctx.append(_proxy_context(cfg))
     setup_health_routes(app)
     setup_auth_routes(app)
+    # Last: everything the gateway does not answer itself is matched against gateway.yaml.
+    app.router.add_route("*", "/{tail:.*}", _proxy_entry)
     return app
+
+
+async def _proxy_entry(request: web.Request) -> web.StreamResponse:
+    handler = request.app[SERVICES].proxy
+    if handler is None:
+        raise RuntimeError("the proxy has not started")
+    return await handler(request)
+
+
+def _proxy_context(cfg: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def proxy_context(app: web.Application) -> AsyncIterator[None]:
+        services = app[SERVICES]
+        session = create_client_session()
+        services.proxy = ProxyHandler(
+            RouteTable.from_config(cfg.routes),
+            TrustedProxies(cfg.server.trusted_proxies),
+            services.auth_service(),
+            session,
+            cfg.server.max_body_size,
+        )
+        try:
+            yield
+        finally:
+            services.proxy = None
+            await session.close()
+
+    return proxy_context
 
 
 def _auth_context(

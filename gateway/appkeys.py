@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth.service import AuthService
 from auth.store import Store
 from config import GatewayConfig
+
+if TYPE_CHECKING:
+    from gateway.proxy.handler import ProxyHandler
 
 
 @dataclass
@@ -19,6 +23,7 @@ class Services:
     engine: AsyncEngine | None = None
     store: Store | None = None
     auth: AuthService | None = None
+    proxy: ProxyHandler | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def auth_service(self) -> AuthService:

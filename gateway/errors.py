@@ -5,6 +5,7 @@ GatewayError(status, details, headers)
 ├── Unauthorized            401 (adds WWW-Authenticate: Bearer)
 ├── Forbidden               403
 ├── NotFoundError           404
+├── MethodNotAllowed        405
 ├── PayloadTooLarge         413
 ├── UnsupportedMediaType    415
 ├── BadGateway              502
@@ -51,6 +52,12 @@ class NotFoundError(GatewayError):
     """404: nothing here."""
 
     status = 404
+
+
+class MethodNotAllowed(GatewayError):
+    """405: the route does not take this method (``Allow`` lists those it does)."""
+
+    status = 405
 
 
 class PayloadTooLarge(GatewayError):

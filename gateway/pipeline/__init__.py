@@ -1,0 +1,1 @@
+"""The proxied request's stages over one Principal: authenticate → authorize → mutate."""

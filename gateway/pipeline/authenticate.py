@@ -1,0 +1,27 @@
+"""Bearer token → Principal. ``None`` means "no credentials"; bad credentials raise 401."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from auth.errors import TokenInvalid
+from auth.service import AuthService
+from gateway.api.bodies import bearer_token
+from gateway.errors import Unauthorized
+from gateway.pipeline.principal import Principal
+
+
+async def authenticate(request: web.Request, service: AuthService) -> Principal | None:
+    """Check the request's bearer token exactly as the auth API does (revocation included).
+
+    No ``Authorization: Bearer`` header → ``None`` (anonymous). A token that is present but
+    invalid, expired, revoked or not an access token → ``Unauthorized``, on every auth mode.
+    """
+    token = bearer_token(request)
+    if token is None:
+        return None
+    try:
+        claims = await service.authenticate(token)
+    except TokenInvalid as exc:
+        raise Unauthorized(*exc.details) from None
+    return Principal.from_claims(claims)

@@ -1,0 +1,64 @@
+"""The client's address and scheme, believing ``X-Forwarded-*`` only from trusted proxies.
+
+When the socket peer is in ``server.trusted_proxies``, ``X-Forwarded-For`` is walked from the
+right, skipping trusted addresses; the first untrusted one is the client. Otherwise the peer
+itself is the client and any ``X-Forwarded-*`` the client sent is not believed (the forwarder
+appends the peer to the chain it passes on). A malformed entry ends the walk at the last good one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from aiohttp import web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TrustedProxies:
+    """The networks whose forwarding headers are believed."""
+
+    def __init__(self, cidrs: Sequence[str]) -> None:
+        self.networks: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+
+    def trusts(self, address: str | None) -> bool:
+        """True when ``address`` is inside a trusted network."""
+        if not self.networks or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client_ip(self, request: web.Request) -> str:
+        """The client address for logs, rate limits and ``X-Forwarded-For``."""
+        peer = request.remote or ""
+        if not self.trusts(peer):
+            return peer
+        chain = [
+            part.strip()
+            for value in request.headers.getall("X-Forwarded-For", ())
+            for part in value.split(",")
+        ]
+        client = peer
+        for candidate in reversed(chain):
+            try:
+                ipaddress.ip_address(candidate)
+            except ValueError:
+                break
+            client = candidate
+            if not self.trusts(candidate):
+                break
+        return client
+
+    def proto(self, request: web.Request) -> str:
+        """``http`` or ``https`` as the client used it."""
+        if self.trusts(request.remote):
+            sent = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if sent in ("http", "https"):
+                return sent
+        return "https" if request.secure else "http"

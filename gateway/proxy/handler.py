@@ -1,0 +1,81 @@
+"""The catch-all proxy handler: normalise → match → authenticate → authorize → mutate → forward."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from auth.service import AuthService
+from gateway.errors import BadRequest, MethodNotAllowed, NotFoundError
+from gateway.middlewares.request_id import REQUEST_ID
+from gateway.pipeline.authenticate import authenticate
+from gateway.pipeline.authorize import authorize
+from gateway.proxy.forwarded import TrustedProxies
+from gateway.proxy.forwarder import forward
+from gateway.proxy.headers import request_headers_for_upstream
+from gateway.proxy.paths import PathError, normalise_path
+from gateway.proxy.routes import RouteTable
+from gateway.proxy.websocket import is_websocket_upgrade, relay_websocket
+
+
+class ProxyHandler:
+    """Everything that is not the gateway's own API goes through here."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        trusted: TrustedProxies,
+        service: AuthService,
+        session: aiohttp.ClientSession,
+        max_body_size: int,
+    ) -> None:
+        self.table = table
+        self.trusted = trusted
+        self.service = service
+        self.session = session
+        self.max_body_size = max_body_size
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        """Proxy one request or raise the error that answers it."""
+        raw_path, _, query = request.raw_path.partition("?")
+        try:
+            path = normalise_path(raw_path)
+        except PathError as exc:
+            raise BadRequest(f"path: {exc}") from None
+        route = self.table.match(path)
+        if route is None:
+            raise NotFoundError()
+        if not route.allows(request.method):
+            allowed = ", ".join(sorted(route.methods or ()))
+            raise MethodNotAllowed(
+                f"method {request.method} is not allowed here", headers={"Allow": allowed}
+            )
+        principal = None if route.auth == "none" else await authenticate(request, self.service)
+        authorize(route, principal)
+        try:
+            headers = request_headers_for_upstream(
+                request.headers,
+                client_ip=request.remote or "",
+                proto=self.trusted.proto(request),
+                host=request.host,
+                request_id=request[REQUEST_ID],
+                principal_user_id=principal.user_id if principal else None,
+                principal_is_admin=principal.is_admin if principal else None,
+                preserve_host=route.preserve_host,
+                upstream_host=route.authority,
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        url = route.upstream_url(path, query)
+        if is_websocket_upgrade(request):
+            return await relay_websocket(
+                self.session, request, url, headers, upstream_timeout=route.timeout
+            )
+        return await forward(
+            self.session,
+            request,
+            url,
+            headers,
+            upstream_timeout=route.timeout,
+            max_body_size=self.max_body_size,
+        )
