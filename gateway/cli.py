@@ -70,6 +70,8 @@ def _setup_logging(cfg: GatewayConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if cfg.logging.level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _migrate(cfg: GatewayConfig) -> int:

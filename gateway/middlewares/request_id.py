@@ -30,3 +30,5 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     rid = request.get(REQUEST_ID)
     if rid is not None:
         response.headers[HEADER] = rid
+    # SECURITY: do not advertise the Python/aiohttp versions (an upstream's own Server stays).
+    response.headers.setdefault("Server", "gateway")
