@@ -36,7 +36,7 @@ def _has_control(value: str) -> bool:
 
 def _email(value: str) -> str:
     value = value.strip()
-    if len(value) > 254 or not _EMAIL_RE.match(value) or ".." in value.split("@")[1]:
+    if len(email_key(value)) > 254 or not _EMAIL_RE.match(value) or ".." in value.split("@")[1]:
         raise ValueError("not a valid email address")
     return value
 
@@ -45,7 +45,7 @@ def _username(value: str) -> str:
     value = unicodedata.normalize("NFC", value).strip()
     if not value:
         raise ValueError("must not be empty")
-    if len(value) > 64:
+    if len(value) > 64 or len(username_key(value)) > 255:
         raise ValueError("must be at most 64 characters")
     if _has_control(value):
         raise ValueError("must not contain control characters")
@@ -78,11 +78,20 @@ def _non_empty(value: str) -> str:
     return value
 
 
-Email = Annotated[StrictStr, AfterValidator(_email)]
-Username = Annotated[StrictStr, AfterValidator(_username)]
-Name = Annotated[StrictStr, AfterValidator(_name)]
-NewPassword = Annotated[StrictStr, AfterValidator(_password)]
-NonEmpty = Annotated[StrictStr, AfterValidator(_non_empty)]
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+Email = Annotated[Text, AfterValidator(_email)]
+Username = Annotated[Text, AfterValidator(_username)]
+Name = Annotated[Text, AfterValidator(_name)]
+NewPassword = Annotated[Text, AfterValidator(_password)]
+NonEmpty = Annotated[Text, AfterValidator(_non_empty)]
 
 
 class _Input(BaseModel):
@@ -112,14 +121,14 @@ class RegisterInput(_Input):
 class LoginInput(_Input):
     """POST /login."""
 
-    email: Annotated[StrictStr, Field(max_length=254), AfterValidator(_non_empty)]
-    password: Annotated[StrictStr, Field(max_length=4096), AfterValidator(_non_empty)]
+    email: Annotated[Text, Field(max_length=254), AfterValidator(_non_empty)]
+    password: Annotated[Text, Field(max_length=4096), AfterValidator(_non_empty)]
 
 
 class RefreshInput(_Input):
     """POST /refresh."""
 
-    refresh_token: Annotated[StrictStr, Field(max_length=8192), AfterValidator(_non_empty)]
+    refresh_token: Annotated[Text, Field(max_length=8192), AfterValidator(_non_empty)]
 
 
 class EmailInput(_Input):
@@ -131,7 +140,7 @@ class EmailInput(_Input):
 class VerifyEmailInput(_Input):
     """GET /verify-email?token=…"""
 
-    token: Annotated[StrictStr, AfterValidator(_non_empty)]
+    token: Annotated[Text, AfterValidator(_non_empty)]
 
 
 class CreateUserInput(_Input):

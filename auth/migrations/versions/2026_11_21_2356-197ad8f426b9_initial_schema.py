@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("email_key", sa.String(length=254), nullable=False),
         sa.Column("username", sa.String(length=64), nullable=False),
-        sa.Column("username_key", sa.String(length=64), nullable=False),
+        sa.Column("username_key", sa.String(length=255), nullable=False),
         sa.Column("first_name", sa.String(length=100), nullable=False),
         sa.Column("last_name", sa.String(length=100), nullable=False),
         sa.Column("password_hash", sa.String(length=100), nullable=True),
