@@ -137,6 +137,10 @@ def _check_misc(cfg: GatewayConfig) -> list[str]:
     errors = []
     if cfg.auth.password.min_length > cfg.auth.password.max_length:
         errors.append("auth.password.min_length: cannot exceed auth.password.max_length")
+    for key in ("access_ttl", "refresh_ttl"):
+        ttl = getattr(cfg.jwt, key)
+        if ttl < 1 or ttl != int(ttl):
+            errors.append(f"jwt.{key}: must be a whole number of seconds, at least 1s")
     if cfg.jwt.refresh_ttl < cfg.jwt.access_ttl:
         errors.append("jwt.refresh_ttl: must not be shorter than jwt.access_ttl")
     return errors
