@@ -53,19 +53,31 @@ def resolve_jwt_secret(cfg: GatewayConfig) -> str:
 
 def _read_or_create(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = path.read_text(encoding="ascii").strip()
-        if len(secret) < 32:
-            raise SecretUnavailable(f"{path} holds a secret shorter than 32 bytes") from None
-        return secret
+    if path.exists():
+        return _read(path)
+    # Write a complete file under a temporary name, then link it into place: a second process
+    # starting at the same moment either wins the link or reads the winner's whole secret.
     secret = secrets.token_urlsafe(64)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secret + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secret + "\n")
+        os.link(tmp, path)
+    except FileExistsError:
+        return _read(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _LOGGER.warning(
         "no jwt.secret configured: generated one and stored it in %s (mode 0600); "
         "set GATEWAY_JWT_SECRET to manage it yourself",
         path,
     )
+    return secret
+
+
+def _read(path: Path) -> str:
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret) < 32:
+        raise SecretUnavailable(f"{path} holds a secret shorter than 32 bytes")
     return secret

@@ -79,6 +79,8 @@ def _non_empty(value: str) -> str:
 
 
 def _unicode(value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise ValueError("must not contain NUL characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
@@ -161,6 +163,7 @@ _MESSAGES = {
     "bool_type": "must be a boolean",
     "int_type": "must be an integer",
     "string_too_long": "is too long",
+    "too_long": "is too long",
 }
 
 

@@ -49,12 +49,33 @@ def _has_body(request: web.Request) -> bool:
     return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
-async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+class _BodyLimit:
+    """``server.max_body_size`` for one streamed body; ``exceeded`` records that it stopped it.
+
+    The body generator runs inside aiohttp's client, which wraps whatever it raises in a
+    ``ClientConnectionError``: the flag is how ``forward`` tells "too large" (413) from an
+    upstream failure (502).
+    """
+
+    __slots__ = ("exceeded", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.exceeded = False
+
+    def error(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the body is larger than the limit of {self.limit} bytes")
+
+
+async def _limited(request: web.Request, limit: _BodyLimit) -> AsyncIterator[bytes]:
     seen = 0
     async for chunk in request.content.iter_chunked(CHUNK):
         seen += len(chunk)
-        if seen > limit:
-            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+        if seen > limit.limit:
+            # Stop before the chunk that crosses the limit: the upstream never gets the whole
+            # body (the chunked stream is cut without its last chunk).
+            limit.exceeded = True
+            raise limit.error()
         yield chunk
 
 
@@ -68,10 +89,11 @@ async def forward(
     max_body_size: int,
 ) -> web.StreamResponse:
     """Send ``request`` to ``url`` and stream the answer back."""
+    limit = _BodyLimit(max_body_size)
     declared = request.content_length
     if declared is not None and declared > max_body_size:
-        raise PayloadTooLarge(f"the body is larger than the limit of {max_body_size} bytes")
-    body = _limited(request, max_body_size) if _has_body(request) else None
+        raise limit.error()
+    body = _limited(request, limit) if _has_body(request) else None
     client_timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=upstream_timeout, sock_read=upstream_timeout
     )
@@ -88,9 +110,13 @@ async def forward(
         upstream = await upstream_cm.__aenter__()
     except PayloadTooLarge:
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise GatewayTimeout(f"the upstream did not answer within {upstream_timeout:g}s") from None
-    except aiohttp.ClientError as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        if limit.exceeded:
+            raise limit.error() from None
+        if isinstance(exc, TimeoutError):
+            raise GatewayTimeout(
+                f"the upstream did not answer within {upstream_timeout:g}s"
+            ) from None
         _LOGGER.warning("upstream %s failed: %s", url.origin(), type(exc).__name__)
         raise BadGateway("the upstream could not be reached") from None
     try:
@@ -110,13 +136,17 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
         await response.write_eof()
+    except asyncio.CancelledError:
+        upstream.close()
+        raise
+    except ConnectionResetError:
+        # The client went away. Caught before ClientError: the server's write raises
+        # ``ClientConnectionResetError``, which is both. Nobody is left to answer; stop reading.
+        upstream.close()
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The status line is gone already: the only honest signal left is a cut connection.
         _LOGGER.warning("upstream broke off a response mid-stream: %s", type(exc).__name__)
         upstream.release()
         if request.transport is not None:
             request.transport.close()
-    except (ConnectionResetError, asyncio.CancelledError):
-        upstream.close()
-        raise
     return response

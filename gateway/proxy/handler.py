@@ -69,7 +69,12 @@ class ProxyHandler:
         url = route.upstream_url(path, query)
         if is_websocket_upgrade(request):
             return await relay_websocket(
-                self.session, request, url, headers, upstream_timeout=route.timeout
+                self.session,
+                request,
+                url,
+                headers,
+                upstream_timeout=route.timeout,
+                max_msg_size=self.max_body_size,
             )
         return await forward(
             self.session,

@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import ClientRequest, WSMsgType, web
+from aiohttp.client_middlewares import ClientHandlerType
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -22,6 +23,41 @@ _WS_HANDSHAKE = frozenset(
         "content-length",
     }
 )
+
+
+class _UpstreamRedirected(aiohttp.ClientError):
+    """The upstream answered the upgrade with a redirect (which is never followed)."""
+
+
+async def _refuse_redirects(
+    request: ClientRequest, handler: ClientHandlerType
+) -> aiohttp.ClientResponse:
+    response = await handler(request)
+    if response.status in (301, 302, 303, 307, 308):
+        response.close()
+        raise _UpstreamRedirected(str(response.status))
+    return response
+
+
+def _handshake_session(session: aiohttp.ClientSession, timeout: float) -> aiohttp.ClientSession:
+    """A throw-away session over ``session``'s pooled connector for one WebSocket handshake.
+
+    ``ClientSession.ws_connect`` has no ``allow_redirects``: it follows an upstream's redirect,
+    identity headers and all, to wherever ``Location`` points, and it ignores the route timeout
+    (the shared session has none). This session refuses redirects and bounds the connect and the
+    wait for the ``101`` by the route's ``timeout``. It does not own the connector, so closing it
+    once the handshake is done leaves the pool and the open WebSocket alone; the plain HTTP path
+    pays nothing for it.
+    """
+    return aiohttp.ClientSession(
+        connector=session.connector,
+        connector_owner=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=session.skip_auto_headers,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        middlewares=(_refuse_redirects,),
+    )
 
 
 def is_websocket_upgrade(request: web.Request) -> bool:
@@ -40,8 +76,13 @@ async def relay_websocket(
     headers: CIMultiDict[str],
     *,
     upstream_timeout: float,
+    max_msg_size: int,
 ) -> web.WebSocketResponse:
-    """Connect upstream first (errors still become envelopes), then pump frames both ways."""
+    """Connect upstream first (errors still become envelopes), then pump frames both ways.
+
+    A single message larger than ``max_msg_size`` (``server.max_body_size``) from either side
+    closes the connection with 1009 (message too big) instead of growing in memory.
+    """
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
@@ -50,23 +91,28 @@ async def relay_websocket(
     )
     ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     try:
-        upstream = await session.ws_connect(
-            ws_url,
-            headers=upstream_headers,
-            protocols=protocols,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=upstream_timeout),
-            autoclose=False,
-            autoping=True,
-            max_msg_size=0,
-        )
+        async with _handshake_session(session, upstream_timeout) as handshake:
+            upstream = await handshake.ws_connect(
+                ws_url,
+                headers=upstream_headers,
+                protocols=protocols,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=upstream_timeout),
+                autoclose=False,
+                autoping=True,
+                max_msg_size=max_msg_size,
+            )
     except TimeoutError:
         raise GatewayTimeout(f"the upstream did not answer within {upstream_timeout:g}s") from None
+    except _UpstreamRedirected as exc:
+        raise BadGateway(f"the upstream redirected the WebSocket upgrade ({exc})") from None
     except aiohttp.WSServerHandshakeError as exc:
         raise BadGateway(f"the upstream refused the WebSocket upgrade ({exc.status})") from None
     except aiohttp.ClientError:
         raise BadGateway("the upstream could not be reached") from None
     client = web.WebSocketResponse(
-        protocols=[upstream.protocol] if upstream.protocol else (), autoclose=False, max_msg_size=0
+        protocols=[upstream.protocol] if upstream.protocol else (),
+        autoclose=False,
+        max_msg_size=max_msg_size,
     )
     try:
         await client.prepare(request)
@@ -81,18 +127,24 @@ async def _pump(
     source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
 ) -> None:
-    async for msg in source:
+    # ``receive()`` rather than ``async for``: iteration stops *before* yielding the CLOSE
+    # message, and with it the close reason to relay.
+    reason = ""
+    while True:
+        msg = await source.receive()
         if msg.type == WSMsgType.TEXT:
             await sink.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await sink.send_bytes(msg.data)
         elif msg.type == WSMsgType.CLOSE:
+            reason = msg.extra or ""
             break
-        elif msg.type == WSMsgType.ERROR:
+        elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             break
     code = source.close_code or 1000
     if not sink.closed:
-        await sink.close(code=code, message=b"")
+        # The close frame is relayed whole: code and reason (at most 123 bytes, as received).
+        await sink.close(code=code, message=reason.encode("utf-8"))
 
 
 async def _pump_both(
