@@ -2,8 +2,9 @@
 
     report.py render TEMPLATE OUT KEY=VALUE...   # fill @@KEY@@ placeholders
     report.py free-ports N                       # N distinct free loopback TCP ports
-    report.py cpu GROUP...                       # per group (PIDs joined by ","): CPU ticks
-                                                 # used so far by those PIDs' process trees
+    report.py cpu --cores P,W GROUP...           # per group (PIDs joined by ","): CPU ticks
+                                                 # used so far by those PIDs' process trees,
+                                                 # then busy and total ticks of CPUs P and W
     report.py tree PID...                        # the PIDs and all their descendants
     report.py check-echo --user-id N --admin B   # stdin: request head seen by the upstream
     report.py summarize WORKDIR OUT_JSON         # parse the wrk runs, print the table, write JSON
@@ -32,6 +33,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGET_RATIO_HAPROXY = 0.35
 TARGET_CPU_US = 80.0
 TARGET_P99_MS = 5.0
+# "Other" CPU (not ours) on a benchmark core above which the table warns.
+NOISE_WARN_PERCENT = 10.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -88,6 +91,21 @@ def cpu_ticks(groups: list[list[int]]) -> list[int]:
         pids, _ = process_tree(roots, table)
         totals.append(sum(table[pid][1] for pid in pids))
     return totals
+
+
+def core_ticks(core: int) -> tuple[int, int, int]:
+    """(task, irq, total) clock ticks of one CPU from /proc/stat.
+
+    task = user + nice + system + steal (time of processes, and time the hypervisor took);
+    irq = irq + softirq (mostly loopback TCP work done for whichever process is running).
+    """
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name == f"cpu{core}":
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, values[:8])
+            task = user + nice + system + steal
+            return task, irq + softirq, task + irq + softirq + idle + iowait
+    raise SystemExit(f"no cpu{core} in /proc/stat")
 
 
 # --------------------------------------------------------------------------- wrk
@@ -164,34 +182,71 @@ def _read_env(path: Path) -> dict[str, str]:
     return out
 
 
-def _ticks_us(before: str, after: str) -> float | None:
+def _delta(before: str, after: str) -> int | None:
     if before in ("", "-") or after in ("", "-"):
         return None
-    return (int(after) - int(before)) * 1_000_000 / CLK_TCK
+    return int(after) - int(before)
+
+
+def _sum(*values: int | None) -> int | None:
+    return None if any(value is None for value in values) else sum(v or 0 for v in values)
+
+
+def _pct(part: float | None, whole: float | None) -> float | None:
+    if part is None or not whole:
+        return None
+    return round(100 * part / whole, 1)
 
 
 def load_runs(workdir: Path) -> list[dict[str, Any]]:
-    """One record per wrk run listed in ``runs.tsv``."""
+    """One record per wrk run listed in ``runs.tsv``.
+
+    A row is: round, target, wrk output file, wall ns, two snapshots (before, after) of
+    "upstream-ticks proxy-ticks" + "task irq total" ticks of the proxies' core + the same of
+    wrk's core (proxy "-" for direct), the CPU milliseconds wrk itself used, and the
+    nanoseconds wrk's threads waited for a CPU while runnable (schedstat run_delay).
+    """
     runs = []
     for row in _read_tsv(workdir / "runs.tsv"):
-        round_no, target, wrk_file, p_before, p_after, u_before, u_after, wall_ns = row
+        round_no, target, wrk_file, wall_ns, before, after, wrk_cpu_ms, wrk_wait_ns = row
         wrk_path = Path(wrk_file)
         text = wrk_path.read_text(errors="replace") if wrk_path.exists() else ""
         wrk = parse_wrk(text)
         wall = int(wall_ns) / 1e9
-        proxy_us = _ticks_us(p_before, p_after)
-        upstream_us = _ticks_us(u_before, u_after)
+        up, proxy, task_p, irq_p, total_p, task_w, irq_w, total_w = (
+            _delta(b, a) for b, a in zip(before.split(), after.split(), strict=True)
+        )
+        # Everything in ticks; a core's total ticks is the window's length on that core.
+        wrk_ticks = int(wrk_cpu_ms) * CLK_TCK / 1000
+        ours_p = (up or 0) + (proxy or 0)
+        per_tick = 1_000_000 / CLK_TCK  # µs
         record: dict[str, Any] = {
             "round": int(round_no),
             "target": target,
             **asdict(wrk),
             "errors": wrk.errors,
             "wall_seconds": round(wall, 3),
-            "proxy_cpu_seconds": None if proxy_us is None else proxy_us / 1e6,
-            "upstream_cpu_seconds": None if upstream_us is None else upstream_us / 1e6,
+            "proxy_cpu_seconds": None if proxy is None else proxy / CLK_TCK,
+            "upstream_cpu_seconds": None if up is None else up / CLK_TCK,
+            "wrk_cpu_seconds": int(wrk_cpu_ms) / 1000,
             "proxy_cpu_us_per_req": None,
             "proxy_cpu_percent": None,
             "upstream_cpu_us_per_req": None,
+            # Share of each core that was busy (processes + interrupts), spent in interrupts
+            # (softirq: loopback TCP), and taken by processes that are NOT ours (other jobs on
+            # the machine, hypervisor steal): a run with much "other" load was disturbed.
+            "proxy_core_busy_percent": _pct(_sum(task_p, irq_p), total_p),
+            "proxy_core_irq_percent": _pct(irq_p, total_p),
+            "proxy_core_other_percent": _pct(
+                None if task_p is None else max(0, task_p - ours_p), total_p
+            ),
+            "wrk_core_busy_percent": _pct(_sum(task_w, irq_w), total_w),
+            "wrk_core_irq_percent": _pct(irq_w, total_w),
+            "wrk_core_other_percent": _pct(
+                None if task_w is None else max(0.0, task_w - wrk_ticks), total_w
+            ),
+            # wrk has its core to itself: time it waited for a CPU is time others took from it.
+            "wrk_wait_percent": _pct(int(wrk_wait_ns) / 1e9, wall),
             "valid": wrk.requests > 0 and wrk.errors <= 0.01 * wrk.requests,
         }
         if not text.strip():
@@ -199,11 +254,11 @@ def load_runs(workdir: Path) -> list[dict[str, Any]]:
         elif wrk.requests == 0:
             record["wrk_output"] = text[-500:]
         if wrk.requests > 0:
-            if proxy_us is not None:
-                record["proxy_cpu_us_per_req"] = proxy_us / wrk.requests
-                record["proxy_cpu_percent"] = 100 * proxy_us / 1e6 / wall if wall else None
-            if upstream_us is not None:
-                record["upstream_cpu_us_per_req"] = upstream_us / wrk.requests
+            if proxy is not None:
+                record["proxy_cpu_us_per_req"] = proxy * per_tick / wrk.requests
+                record["proxy_cpu_percent"] = _pct(proxy / CLK_TCK, wall)
+            if up is not None:
+                record["upstream_cpu_us_per_req"] = up * per_tick / wrk.requests
         runs.append(record)
     return runs
 
@@ -229,6 +284,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "proxy_cpu_us_per_req": _median([run["proxy_cpu_us_per_req"] for run in valid]),
             "proxy_cpu_percent": _median([run["proxy_cpu_percent"] for run in valid]),
             "upstream_cpu_us_per_req": _median([run["upstream_cpu_us_per_req"] for run in valid]),
+            "proxy_core_busy_percent": _median([run["proxy_core_busy_percent"] for run in valid]),
+            "proxy_core_other_percent": _median([run["proxy_core_other_percent"] for run in valid]),
+            "wrk_core_other_percent": _median([run["wrk_core_other_percent"] for run in valid]),
+            "wrk_wait_percent": _median([run["wrk_wait_percent"] for run in valid]),
         }
     return summary
 
@@ -263,8 +322,15 @@ def print_table(
     ratio: dict[str, Any],
     status: dict[str, str],
     meta: dict[str, str],
+    sanity: list[dict[str, Any]],
 ) -> None:
     print()
+    for target in ("haproxy", "gateway"):
+        done = [check for check in sanity if check["target"] == target]
+        if done:
+            failed = [check["check"] for check in done if not check["ok"]]
+            verdict = "all passed" if not failed else "FAILED: " + ", ".join(failed)
+            print(f"sanity {target}: {len(done) - len(failed)}/{len(done)} — {verdict}")
     print(
         f"Median of {meta.get('rounds', '?')} round(s), wrk -t{meta.get('threads', '?')} "
         f"-c{meta.get('connections', '?')} -d{meta.get('duration', '?')} "
@@ -273,7 +339,8 @@ def print_table(
     )
     header = (
         f"{'target':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'proxy µs/req':>14}{'proxy CPU%':>12}{'upstr µs/req':>14}{'errors':>8}"
+        f"{'proxy µs/req':>14}{'proxy CPU%':>12}{'upstr µs/req':>14}{'core busy%':>12}"
+        f"{'noise% p/w':>12}{'errors':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -281,16 +348,46 @@ def print_table(
         row = summary[target]
         state = status.get(target, "ok")
         if row["valid_runs"] == 0:
-            reason = state if state != "ok" else f"no valid run ({row['errors']} errors)"
+            reason = state
+            if state == "ok" and row["runs"] == 0:
+                reason = "not measured (not in TARGETS)"
+            elif state == "ok":
+                seen = [
+                    c["got"]
+                    for c in sanity
+                    if c["target"] == target and c["check"] == "valid token"
+                ]
+                reason = f"no valid run: {row['errors']} errors (non-2xx or socket)" + (
+                    f"; a valid token got HTTP {seen[0]} in the sanity check" if seen else ""
+                )
             print(f"{target:<9}  n/a — {reason}")
             continue
+        other = (
+            f"{_fmt(row['proxy_core_other_percent'], '.0f')}/{_fmt(row['wrk_wait_percent'], '.0f')}"
+        )
         print(
             f"{target:<9}{_fmt(row['rps'], ',.0f'):>10}{_fmt(row['p50_ms'], '.2f'):>9}"
             f"{_fmt(row['p99_ms'], '.2f'):>9}{_fmt(row['proxy_cpu_us_per_req'], '.1f'):>14}"
             f"{_fmt(row['proxy_cpu_percent'], '.0f'):>12}"
-            f"{_fmt(row['upstream_cpu_us_per_req'], '.1f'):>14}{row['errors']:>8}"
+            f"{_fmt(row['upstream_cpu_us_per_req'], '.1f'):>14}"
+            f"{_fmt(row['proxy_core_busy_percent'], '.0f'):>12}"
+            f"{other:>12}{row['errors']:>8}"
         )
     print()
+    noisy = [
+        f"{target} {_fmt(row['proxy_core_other_percent'], '.0f')}%"
+        f"/{_fmt(row['wrk_wait_percent'], '.0f')}%"
+        for target, row in summary.items()
+        if max(row["proxy_core_other_percent"] or 0, row["wrk_wait_percent"] or 0)
+        > NOISE_WARN_PERCENT
+    ]
+    if noisy:
+        print(
+            "WARNING: other processes took CPU from the benchmark "
+            "(CPU of others on the proxy core / time wrk waited for its core): "
+            + ", ".join(noisy)
+            + " — these figures are disturbed; rerun on a quiet machine."
+        )
     for key in ("gateway/haproxy", "gateway/nginx"):
         per_round = ", ".join(f"{value:.3f}" for value in ratio[f"{key} per round"])
         print(
@@ -338,7 +435,7 @@ def cmd_summarize(workdir: Path, out_json: Path) -> int:
     runs = load_runs(workdir)
     summary = summarize(runs)
     ratio = ratios(runs, summary)
-    print_table(summary, ratio, status, meta)
+    print_table(summary, ratio, status, meta, sanity)
     document = {
         "meta": {**meta, "clk_tck": CLK_TCK},
         "status": status,
@@ -415,9 +512,15 @@ def main(argv: list[str]) -> int:
         return cmd_render(Path(args[0]), Path(args[1]), args[2:])
     if command == "free-ports" and len(args) == 1:
         return cmd_free_ports(int(args[0]))
-    if command == "cpu" and args:
-        groups = [[int(pid) for pid in group.split(",") if pid] for group in args]
-        print(" ".join(str(ticks) for ticks in cpu_ticks(groups)))
+    if command == "cpu" and len(args) >= 2 and args[0] == "--cores":
+        # A group "-" (no process) prints "-"; then busy and total ticks of each core.
+        groups = [[int(pid) for pid in group.split(",") if pid.isdigit()] for group in args[2:]]
+        ticks = [
+            str(t) if group else "-" for t, group in zip(cpu_ticks(groups), groups, strict=True)
+        ]
+        for core in args[1].split(","):
+            ticks.extend(map(str, core_ticks(int(core))))
+        print(" ".join(ticks))
         return 0
     if command == "tree" and args:
         pids, _ = process_tree([int(pid) for pid in args])

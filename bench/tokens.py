@@ -1,8 +1,8 @@
 """Token helpers for bench/run.sh: mint, tamper, log in.
 
-Run with the gateway's venv python (``mint`` needs pyjwt). The HS256 secret is read from the
-environment (``GATEWAY_JWT_SECRET`` unless ``--secret-env`` names another variable), never
-from the command line.
+Run with the gateway's venv python: ``mint`` signs with its pyjwt (with stdlib hmac when
+pyjwt is missing). The HS256 secret is read from the environment (``GATEWAY_JWT_SECRET``
+unless ``--secret-env`` names another variable), never from the command line.
 
     tokens.py mint [--user-id N] [--admin] [--token-type access|refresh] [--exp-offset S]
     tokens.py none  [--user-id N]          # alg "none", empty signature
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -50,9 +52,17 @@ def claims(user_id: int, admin: bool, token_type: str, exp_offset: int) -> dict[
 
 
 def mint(secret: str, payload: dict[str, Any]) -> str:
-    """An HS256 token signed with pyjwt, as the gateway would issue it."""
-    import jwt  # the venv's pyjwt; imported here so the other commands need only stdlib
+    """An HS256 token signed with pyjwt, as the gateway would issue it.
 
+    Without pyjwt (a python outside the venv) the same token is signed with hmac.
+    """
+    try:
+        import jwt  # the venv's pyjwt
+    except ImportError:
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        mac = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256)
+        return f"{header}.{body}.{_b64(mac.digest())}"
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
