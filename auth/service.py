@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from config import GatewayConfig
 
 _LOGGER = logging.getLogger(__name__)
 VERIFY_EMAIL = "verify_email"
+VERIFIED_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class AuthService:
         self.mailer = mailer
         # An access token may outlive its session's revocation by at most this long.
         self.revocation_ttl = tokens.access_ttl + int(cfg.jwt.leeway) + 1
+        self._leeway = cfg.jwt.leeway
+        self._verified: dict[str, Claims] = {}
 
     # --- accounts -------------------------------------------------------------------------
 
@@ -309,8 +313,18 @@ class AuthService:
         return claims, UserView.of(user)
 
     async def authenticate(self, access_token: str) -> Claims:
-        """Verify an access token with the store only (no database): for proxied requests."""
-        claims = self.tokens.verify(access_token, "access")
+        """Verify an access token with the store only (no database): for proxied requests.
+
+        A token whose signature and claims were verified once is remembered (the exact token
+        string, signature included) until its ``exp``, so the hot path skips the JWT work;
+        revocation is still checked on every call.
+        """
+        claims = self._verified.get(access_token)
+        if claims is None or claims.exp + self._leeway <= time.time():
+            claims = self.tokens.verify(access_token, "access")
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[access_token] = claims
         if await self.store.is_session_revoked(claims.sid):
             raise TokenInvalid("token has been revoked")
         return claims
@@ -323,6 +337,11 @@ class AuthService:
                 claims.user_id, utcnow(), "logout"
             )
         await self.store.revoke_sessions(sids, self.revocation_ttl)
+
+    async def reconcile_quietly(self) -> None:
+        """``reconcile`` for the store's resync hook."""
+        replayed = await self.reconcile()
+        _LOGGER.debug("replayed %d recent revocations into the store", replayed)
 
     async def reconcile(self) -> int:
         """Replay recent revocations from the database into the store; return how many."""

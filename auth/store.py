@@ -1,24 +1,32 @@
 """Shared state: revoked sessions and rate-limit counters.
 
 ``MemoryStore`` is the embedded default for one process; ``RedisStore`` is shared by every
-replica. The database stays the source of truth for revocation: on start-up the service
-replays recent revocations into the store (see ``AuthService.reconcile``).
+replica. The database stays the source of truth for revocation: on start-up (and, with Redis, after
+every reconnection) the service replays recent revocations into the store
+(``AuthService.reconcile`` through ``Store.on_resync``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
-
-import redis.asyncio as aioredis
 
 from config import RedisConfig
 
 
 class Store(Protocol):
     """What the auth layer needs from shared state."""
+
+    on_resync: Callable[[], Awaitable[None]] | None
+    """Called after (re)connecting to shared state, before trusting it: replays the database."""
+
+    async def start(self) -> None:
+        """Begin following shared state (returns once the first sync is done or timed out)."""
+
+    def status(self) -> dict[str, object]:
+        """Health of the store for ``/readyz``."""
 
     async def revoke_sessions(self, sids: Sequence[str], ttl: int) -> None:
         """Mark sessions revoked for ``ttl`` seconds (the longest life of their access tokens)."""
@@ -42,6 +50,14 @@ class MemoryStore:
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
         self._windows: dict[str, tuple[float, int]] = {}
+        self.on_resync: Callable[[], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        if self.on_resync is not None:
+            await self.on_resync()
+
+    def status(self) -> dict[str, object]:
+        return {"backend": "memory", "synced": True}
 
     async def revoke_sessions(self, sids: Sequence[str], ttl: int) -> None:
         until = time.monotonic() + ttl
@@ -78,51 +94,13 @@ class MemoryStore:
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 86400}
 
 
-class RedisStore:
-    """Redis-backed store shared by every replica."""
-
-    def __init__(self, cfg: RedisConfig) -> None:
-        assert cfg.url is not None
-        self._redis = aioredis.from_url(
-            cfg.url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
-        )
-        self._prefix = cfg.key_prefix
-
-    async def revoke_sessions(self, sids: Sequence[str], ttl: int) -> None:
-        if not sids:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.set(f"{self._prefix}revoked:{sid}", b"1", ex=max(ttl, 1))
-            await pipe.execute()
-
-    async def is_session_revoked(self, sid: str) -> bool:
-        return bool(await self._redis.exists(f"{self._prefix}revoked:{sid}"))
-
-    async def hit(self, key: str, limit: int, window: float) -> float:
-        name = f"{self._prefix}rate:{key}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.pexpire(name, max(int(window * 1000), 1), nx=True)
-            pipe.pttl(name)
-            count, _, ttl_ms = await pipe.execute()
-        if int(count) <= limit:
-            return 0.0
-        return max(int(ttl_ms), 1) / 1000
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._redis.ping())
-        except (aioredis.RedisError, OSError):
-            return False
-
-    async def close(self) -> None:
-        await self._redis.aclose()
-
-
 def make_store(cfg: RedisConfig) -> Store:
     """RedisStore when ``redis.url`` is set, else the in-process MemoryStore."""
-    return RedisStore(cfg) if cfg.url else MemoryStore()
+    if cfg.url:
+        from auth.redis_store import RedisStore
+
+        return RedisStore(cfg)
+    return MemoryStore()
 
 
 def retry_after_seconds(wait: float) -> int:

@@ -94,9 +94,9 @@ def _auth_context(
         hasher = PasswordHasher(cfg.auth.password.bcrypt_cost)
         service = AuthService(cfg, create_sessionmaker(engine), tokens, hasher, store, mailer)
         services.engine, services.store, services.auth = engine, store, service
+        store.on_resync = service.reconcile_quietly
         try:
-            replayed = await service.reconcile()
-            _LOGGER.debug("replayed %d recent revocations into the store", replayed)
+            await store.start()
             yield
         finally:
             try:

@@ -17,7 +17,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 when the database and the store answer, else 503."""
+    """Readiness: 200 ``ready`` when everything answers; 200 ``degraded`` when only the store
+    is unreachable (proxied traffic keeps flowing on the last known revocations); 503 when the
+    database does not answer (logins and refreshes cannot work)."""
     services = request.app[SERVICES]
     checks = {"database": False, "store": False}
     if services.engine is not None:
@@ -28,12 +30,17 @@ async def readyz(request: web.Request) -> web.Response:
             checks["database"] = True
         except Exception:
             checks["database"] = False
+    store_status: dict[str, object] = {}
     if services.store is not None:
         checks["store"] = await services.store.ping()
-    ready = all(checks.values())
-    return json_response(
-        {"status": "ready" if ready else "degraded", "checks": checks}, status=200 if ready else 503
-    )
+        store_status = services.store.status()
+    if not checks["database"]:
+        status, code = "unavailable", 503
+    elif not checks["store"] or not store_status.get("synced", True):
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
+    return json_response({"status": status, "checks": checks, "store": store_status}, status=code)
 
 
 def setup_health_routes(app: web.Application) -> None:
