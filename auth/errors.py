@@ -8,6 +8,7 @@ AuthError
 ├── Conflict                email/username taken
 ├── NotFound                unknown or spent one-time token
 ├── RateLimited             too many attempts (retry_after seconds)
+├── Unavailable             session state too stale to trust (fail closed)
 └── DeliveryFailed          mail could not be handed to the mail server
 """
 
@@ -52,6 +53,10 @@ class RateLimited(AuthError):
     def __init__(self, *details: str, retry_after: int) -> None:
         super().__init__(*details)
         self.retry_after = retry_after
+
+
+class Unavailable(AuthError):
+    """Session state cannot be trusted right now (``sessions.on_stale: closed``)."""
 
 
 class DeliveryFailed(AuthError):

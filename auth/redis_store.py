@@ -58,6 +58,11 @@ class RedisStore:
         except TimeoutError:
             _LOGGER.warning("Redis is not answering: starting with an empty revocation mirror")
 
+    @property
+    def synced(self) -> bool:
+        """True while the mirror follows Redis."""
+        return self._synced
+
     def status(self) -> dict[str, object]:
         """Whether the mirror is in sync, and since when Redis has been unreachable."""
         down = None if self._down_since is None else round(time.time() - self._down_since, 1)
@@ -98,19 +103,49 @@ class RedisStore:
             until = self._revoked.get(sid)
             return until is not None and until > time.time()
 
+    async def remember_revoked(self, sids: Sequence[str], ttl: int) -> None:
+        """Mirror revocations learned from the database (the writer already told Redis)."""
+        until = time.time() + ttl
+        for sid in sids:
+            self._revoked[sid] = max(until, self._revoked.get(sid, 0.0))
+
     # --- rate limits --------------------------------------------------------------------
 
-    async def hit(self, key: str, limit: int, window: float) -> float:
-        """Fixed-window counter shared by every replica."""
+    async def incr(self, key: str, window: float) -> tuple[int, float]:
+        """Fixed-window counter shared by every replica (INCR + PEXPIRE NX, atomically)."""
         name = f"{self._prefix}rate:{key}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(name)
             pipe.pexpire(name, max(int(window * 1000), 1), nx=True)
             pipe.pttl(name)
             count, _, ttl_ms = await pipe.execute()
-        if int(count) <= limit:
-            return 0.0
-        return max(int(ttl_ms), 1) / 1000
+        return int(count), max(int(ttl_ms), 1) / 1000
+
+    async def count(self, key: str) -> tuple[int, float]:
+        """The shared counter of ``key`` without counting."""
+        name = f"{self._prefix}rate:{key}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(name)
+            pipe.pttl(name)
+            value, ttl_ms = await pipe.execute()
+        if value is None or int(ttl_ms) <= 0:
+            return 0, 0.0
+        return int(value), int(ttl_ms) / 1000
+
+    async def reset(self, key: str) -> None:
+        """Forget a shared counter."""
+        await self._redis.delete(f"{self._prefix}rate:{key}")
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        """A shared value with an expiry."""
+        await self._redis.set(f"{self._prefix}kv:{key}", value, px=max(int(ttl * 1000), 1))
+
+    async def get(self, key: str) -> bytes | None:
+        """A shared value, if present."""
+        value = await self._redis.get(f"{self._prefix}kv:{key}")
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def ping(self) -> bool:
         """True when Redis answers."""

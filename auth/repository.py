@@ -34,6 +34,13 @@ class UserRepository:
         """True when an account has this normalised username."""
         return bool(await self.session.scalar(select(exists().where(User.username_key == key))))
 
+    async def changed_since(self, since: datetime) -> list[tuple[int, bool, bool]]:
+        """(id, is_admin, is_active) of users updated after ``since``."""
+        result = await self.session.execute(
+            select(User.id, User.is_admin, User.is_active).where(User.updated_at > since)
+        )
+        return [(row[0], row[1], row[2]) for row in result]
+
     async def add(self, user: User) -> User:
         """Insert ``user`` and flush to get its id."""
         self.session.add(user)
@@ -74,6 +81,13 @@ class SessionRepository:
         )
         row = result.first()
         return None if row is None else (row[0], row[1], row[2])
+
+    async def used_at(self, jti: str) -> datetime | None:
+        """When a refresh token was rotated (read afresh, after a lost race)."""
+        result = await self.session.execute(
+            select(RefreshToken.used_at).where(RefreshToken.jti == jti)
+        )
+        return result.scalar_one_or_none()
 
     async def claim_refresh(self, jti: str, now: datetime) -> bool:
         """Mark a refresh token used; False when it had been used already (atomic)."""

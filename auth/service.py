@@ -2,89 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import replace
+from datetime import timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from auth import opaque
-from auth.errors import (
-    AccountNotAllowed,
-    Conflict,
-    InvalidCredentials,
-    NotFound,
-    TokenInvalid,
-    ValidationFailed,
-)
-from auth.mailer import Mail, Mailer
-from auth.models import AuthSession, OneTimeToken, RefreshToken, User, utcnow
+from auth.accounts import AccountFlows
+from auth.changes import ChangeFeed
+from auth.errors import AccountNotAllowed, InvalidCredentials, TokenInvalid, Unavailable
+from auth.grace import fingerprint, seal, unseal
+from auth.mailer import Mailer
+from auth.models import AuthSession, RefreshToken, utcnow
 from auth.passwords import PasswordHasher
-from auth.repository import OneTimeTokenRepository, SessionRepository, UserRepository
-from auth.schemas import CreateUserInput, RegisterInput, email_key, username_key
+from auth.ratelimit import Limit, RateLimiter
+from auth.repository import SessionRepository, UserRepository
+from auth.schemas import email_key
 from auth.store import Store
-from auth.tokens import Claims, TokenService, TokenUser
+from auth.tokens import Claims, TokenService
+from auth.views import LoginResult, TokenPair, UserView
 from config import GatewayConfig
 
+__all__ = ["AuthService", "LoginResult", "TokenPair", "UserView"]
+
 _LOGGER = logging.getLogger(__name__)
-VERIFY_EMAIL = "verify_email"
 VERIFIED_CACHE_SIZE = 50_000
+GRACE_WAIT_STEPS, GRACE_WAIT_STEP = 40, 0.025
 
 
-@dataclass(frozen=True, slots=True)
-class UserView:
-    """A user as the API shows it."""
-
-    id: int
-    email: str
-    username: str
-    first_name: str
-    last_name: str
-    is_admin: bool
-    is_active: bool
-    email_verified: bool
-
-    @classmethod
-    def of(cls, user: User) -> UserView:
-        """Copy the visible fields of a row."""
-        return cls(
-            id=user.id,
-            email=user.email,
-            username=user.username,
-            first_name=user.first_name,
-            last_name=user.last_name,
-            is_admin=user.is_admin,
-            is_active=user.is_active,
-            email_verified=user.email_verified,
-        )
-
-    def token_user(self) -> TokenUser:
-        """What the tokens of this user carry."""
-        return TokenUser(self.id, self.email, self.is_admin, self.first_name, self.last_name)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    """An access and a refresh token with their lifetimes."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    refresh_expires_in: int
-
-
-@dataclass(frozen=True, slots=True)
-class LoginResult:
-    """Tokens and the user they belong to."""
-
-    tokens: TokenPair
-    user: UserView
-
-
-class AuthService:
+class AuthService(AccountFlows):
     """Registration, verification, login, refresh, logout and token checks."""
 
     def __init__(
@@ -104,139 +53,39 @@ class AuthService:
         self.mailer = mailer
         # An access token may outlive its session's revocation by at most this long.
         self.revocation_ttl = tokens.access_ttl + int(cfg.jwt.leeway) + 1
+        self.limiter = RateLimiter(store)
+        limits = cfg.auth.rate_limits
+        self.login_per_account = Limit.of("login_per_account", limits.login_per_account)
+        self.login_per_ip = Limit.of("login_per_ip", limits.login_per_ip)
+        self.email_per_address = Limit.of("email_per_address", limits.email_per_address)
+        self.email_per_ip = Limit.of("email_per_ip", limits.email_per_ip)
+        self.feed = ChangeFeed(
+            sessions, store, interval=cfg.sessions.poll_interval, horizon=self.revocation_ttl
+        )
+        self._on_stale_closed = cfg.sessions.on_stale == "closed"
         self._leeway = cfg.jwt.leeway
         self._verified: dict[str, Claims] = {}
 
-    # --- accounts -------------------------------------------------------------------------
+    async def login(self, email: str, password: str, client_ip: str | None = None) -> LoginResult:
+        """Check a password and open a new session.
 
-    async def register(self, data: RegisterInput) -> UserView:
-        """Create an unverified account and mail it a verification link."""
-        password_hash = await self.hasher.hash(data.password)
-        token = opaque.new_link_token()
-        now = utcnow()
-        async with self.sessions() as session, session.begin():
-            user = await self._insert_user(
-                session,
-                email=data.email,
-                username=data.username,
-                first_name=data.first_name,
-                last_name=data.last_name,
-                password_hash=password_hash,
-                is_admin=False,
-                email_verified=False,
-            )
-            await OneTimeTokenRepository(session).add(self._verification_row(user.id, token, now))
-            view = UserView.of(user)
-        self._mail_verification(view, token)
-        return view
-
-    async def create_user(self, data: CreateUserInput) -> UserView:
-        """Create an account directly (CLI): optionally admin and already verified."""
-        password_hash = await self.hasher.hash(data.password)
-        async with self.sessions() as session, session.begin():
-            user = await self._insert_user(
-                session,
-                email=data.email,
-                username=data.username,
-                first_name=data.first_name,
-                last_name=data.last_name,
-                password_hash=password_hash,
-                is_admin=data.is_admin,
-                email_verified=data.email_verified,
-            )
-            return UserView.of(user)
-
-    async def _insert_user(self, session: AsyncSession, **fields: Any) -> User:
-        users = UserRepository(session)
-        problems = []
-        if await users.email_taken(email_key(fields["email"])):
-            problems.append("email: already registered")
-        if await users.username_taken(username_key(fields["username"])):
-            problems.append("username: already taken")
-        if problems:
-            raise Conflict(*problems)
-        user = User(
-            email_key=email_key(fields["email"]),
-            username_key=username_key(fields["username"]),
-            is_active=True,
-            **fields,
-        )
-        try:
-            return await users.add(user)
-        except IntegrityError:  # a concurrent registration won the race
-            raise Conflict("email or username: already taken") from None
-
-    def _verification_row(self, user_id: int, token: str, now: datetime) -> OneTimeToken:
-        ttl = timedelta(seconds=self.cfg.auth.email_verification_ttl)
-        return OneTimeToken(
-            user_id=user_id,
-            purpose=VERIFY_EMAIL,
-            token_hash=opaque.hash_token(token),
-            created_at=now,
-            expires_at=now + ttl,
-        )
-
-    def _mail_verification(self, user: UserView, token: str) -> None:
-        link = self.cfg.email.verify_url.replace("{token}", token)
-        hours = self.cfg.auth.email_verification_ttl / 3600
-        text = (
-            f"Hello {user.first_name or user.username},\n\n"
-            f"Please confirm your email address by opening this link:\n\n{link}\n\n"
-            f"The link works once and expires in {hours:g} hours.\n"
-            "If you did not create an account, ignore this message.\n"
-        )
-        html = (
-            f"<p>Hello {_escape(user.first_name or user.username)},</p>"
-            "<p>Please confirm your email address: "
-            f'<a href="{_escape(link)}">verify my email</a></p>'
-            f"<p>The link works once and expires in {hours:g} hours.</p>"
-        )
-        self.mailer.send_later(Mail(user.email, "Verify your email address", text, html))
-
-    async def verify_email(self, token: str) -> None:
-        """Spend a verification token and mark its user's email verified."""
-        if not opaque.is_link_token(token):
-            raise ValidationFailed("token: must be 64 hexadecimal characters")
-        now = utcnow()
-        async with self.sessions() as session, session.begin():
-            user_id = await OneTimeTokenRepository(session).consume(
-                opaque.hash_token(token), VERIFY_EMAIL, now
-            )
-            if user_id is None:
-                raise NotFound("verification token is invalid, expired or already used")
-            user = await UserRepository(session).get(user_id)
-            if user is None:
-                raise NotFound("verification token is invalid, expired or already used")
-            user.email_verified = True
-
-    async def resend_verification(self, email: str) -> None:
-        """Mail a fresh link to an unverified account; silently nothing otherwise."""
+        Failed attempts are counted per account (known or not: no enumeration) and per client
+        IP; at the limit, further attempts are refused with 429 before any password check. A
+        success resets the account's counter.
+        """
         key = email_key(email)
-        wait = await self.store.hit(f"resend:{key}", 1, self.cfg.auth.resend_interval)
-        if wait:
-            _LOGGER.info("verification resend rate-limited")
-            return
-        token = opaque.new_link_token()
-        now = utcnow()
-        async with self.sessions() as session, session.begin():
-            user = await UserRepository(session).get_by_email_key(key)
-            if user is None or user.email_verified or not user.is_active:
-                return
-            tokens = OneTimeTokenRepository(session)
-            await tokens.retire_for_user(user.id, VERIFY_EMAIL, now)
-            await tokens.add(self._verification_row(user.id, token, now))
-            view = UserView.of(user)
-        self._mail_verification(view, token)
-
-    # --- sessions -------------------------------------------------------------------------
-
-    async def login(self, email: str, password: str) -> LoginResult:
-        """Check a password and open a new session."""
+        await self.limiter.check(self.login_per_account, key)
+        if client_ip:
+            await self.limiter.check(self.login_per_ip, client_ip)
         async with self.sessions() as session:
-            user = await UserRepository(session).get_by_email_key(email_key(email))
+            user = await UserRepository(session).get_by_email_key(key)
         password_ok = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not password_ok:
+            await self.limiter.charge_quietly(self.login_per_account, key)
+            if client_ip:
+                await self.limiter.charge_quietly(self.login_per_ip, client_ip)
             raise InvalidCredentials("invalid email or password")
+        await self.limiter.reset(self.login_per_account, key)
         if not user.is_active:
             raise AccountNotAllowed("account is deactivated")
         if self.cfg.auth.require_verified_email and not user.email_verified:
@@ -260,8 +109,14 @@ class AuthService:
     def _pair(self, access: str, refresh: str) -> TokenPair:
         return TokenPair(access, refresh, self.tokens.access_ttl, self.tokens.refresh_ttl)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate a refresh token; a reused one revokes its whole session (theft)."""
+    async def refresh(
+        self, refresh_token: str, client_ip: str | None = None, user_agent: str | None = None
+    ) -> TokenPair:
+        """Rotate a refresh token; a reused one revokes its whole session (theft).
+
+        Within ``sessions.refresh_grace`` seconds of the rotation, presenting the same token
+        again (two tabs refreshing at once) returns the pair the first rotation issued.
+        """
         claims = self.tokens.verify(refresh_token, "refresh")
         now = utcnow()
         async with self.sessions() as session, session.begin():
@@ -272,9 +127,9 @@ class AuthService:
             _, auth_session, user = found
             if auth_session.revoked_at is not None:
                 raise TokenInvalid("refresh token has been revoked")
-            reused = not await repo.claim_refresh(claims.jti, now)
-            if reused:
-                await repo.revoke(auth_session.id, now, "reuse")
+            claimed = await repo.claim_refresh(claims.jti, now)
+            if not claimed:
+                used_at = await repo.used_at(claims.jti)
             elif not user.is_active:
                 raise TokenInvalid("account is deactivated")
             else:
@@ -292,11 +147,33 @@ class AuthService:
                     )
                 )
                 auth_session.expires_at = expires
-        if reused:
-            await self.store.revoke_sessions([claims.sid], self.revocation_ttl)
-            _LOGGER.warning("refresh token reuse: session of user %s revoked", claims.user_id)
-            raise TokenInvalid("refresh token was already used; the session has been revoked")
-        return self._pair(access.token, refresh.token)
+        grace = self.cfg.sessions.refresh_grace
+        if claimed:
+            if grace > 0:
+                client = fingerprint(client_ip, user_agent)
+                sealed = seal(refresh_token, client, access.token, refresh.token)
+                await self.store.put(f"grace:{claims.jti}", sealed, grace)
+            return self._pair(access.token, refresh.token)
+        if grace > 0 and (used_at is None or (now - used_at).total_seconds() <= grace):
+            client = fingerprint(client_ip, user_agent)
+            pair = await self._grace_pair(refresh_token, claims.jti, client)
+            if pair is not None:
+                return pair
+        async with self.sessions() as session, session.begin():
+            await SessionRepository(session).revoke(claims.sid, utcnow(), "reuse")
+        await self.store.revoke_sessions([claims.sid], self.revocation_ttl)
+        _LOGGER.warning("refresh token reuse: session of user %s revoked", claims.user_id)
+        raise TokenInvalid("refresh token was already used; the session has been revoked")
+
+    async def _grace_pair(self, refresh_token: str, jti: str, client: str) -> TokenPair | None:
+        """The pair a racing rotation issued (it may still be storing it: wait briefly)."""
+        for _ in range(GRACE_WAIT_STEPS):
+            sealed = await self.store.get(f"grace:{jti}")
+            if sealed is not None:
+                pair = unseal(refresh_token, client, sealed)
+                return None if pair is None else self._pair(*pair)
+            await asyncio.sleep(GRACE_WAIT_STEP)
+        return None
 
     async def current_user(self, access_token: str) -> tuple[Claims, UserView]:
         """Verify an access token against the database (session live, user active)."""
@@ -327,7 +204,21 @@ class AuthService:
             self._verified[access_token] = claims
         if await self.store.is_session_revoked(claims.sid):
             raise TokenInvalid("token has been revoked")
+        if self._on_stale_closed and self._stale():
+            raise Unavailable("session state is stale (database and Redis unreachable)")
+        state = self.feed.user_state(claims.user_id)
+        if state is not None:
+            if not state.is_active:
+                raise TokenInvalid("account is deactivated")
+            if state.is_admin != claims.is_admin:
+                claims = replace(claims, is_admin=state.is_admin)
         return claims
+
+    def _stale(self) -> bool:
+        """True when neither the store nor the database feed is current."""
+        if self.store.synced:
+            return False
+        return time.time() - self.feed.fresh_at > self.cfg.sessions.max_staleness
 
     async def logout(self, access_token: str) -> None:
         """End every session of the token's user: refresh tokens and access tokens alike."""
@@ -350,9 +241,3 @@ class AuthService:
             sids = await SessionRepository(session).revoked_since(since)
         await self.store.revoke_sessions(list(sids), self.revocation_ttl)
         return len(sids)
-
-
-def _escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )

@@ -1,14 +1,15 @@
 """Shared state: revoked sessions and rate-limit counters.
 
-``MemoryStore`` is the embedded default for one process; ``RedisStore`` is shared by every
-replica. The database stays the source of truth for revocation: on start-up (and, with Redis, after
-every reconnection) the service replays recent revocations into the store
-(``AuthService.reconcile`` through ``Store.on_resync``).
+``MemoryStore`` is the embedded default for one process; ``RedisStore`` (auth/redis_store.py)
+is shared by every replica. The database stays the source of truth for revocation: on start-up
+(and, with Redis, after every reconnection) the service replays recent revocations into the
+store (``AuthService.reconcile`` through ``Store.on_resync``), and every replica polls the
+database for changes (``AuthService.follow_changes``) and tells its store with
+``remember_revoked``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -22,6 +23,10 @@ class Store(Protocol):
     on_resync: Callable[[], Awaitable[None]] | None
     """Called after (re)connecting to shared state, before trusting it: replays the database."""
 
+    @property
+    def synced(self) -> bool:
+        """True while the store's view of shared state is complete and current."""
+
     async def start(self) -> None:
         """Begin following shared state (returns once the first sync is done or timed out)."""
 
@@ -29,13 +34,28 @@ class Store(Protocol):
         """Health of the store for ``/readyz``."""
 
     async def revoke_sessions(self, sids: Sequence[str], ttl: int) -> None:
-        """Mark sessions revoked for ``ttl`` seconds (the longest life of their access tokens)."""
+        """Mark sessions revoked for every replica, for ``ttl`` seconds."""
+
+    async def remember_revoked(self, sids: Sequence[str], ttl: int) -> None:
+        """Note revocations learned elsewhere (the database) in this process only."""
 
     async def is_session_revoked(self, sid: str) -> bool:
         """True when ``sid`` was revoked."""
 
-    async def hit(self, key: str, limit: int, window: float) -> float:
-        """Count one event; 0.0 while within ``limit`` per ``window``, else seconds to wait."""
+    async def incr(self, key: str, window: float) -> tuple[int, float]:
+        """Count one event in ``key``'s fixed window; return (count, seconds left in window)."""
+
+    async def count(self, key: str) -> tuple[int, float]:
+        """The current (count, seconds left) of ``key`` without counting."""
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s counter."""
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` seconds (shared by every replica)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key``, if it has not expired."""
 
     async def ping(self) -> bool:
         """True when the store answers."""
@@ -49,8 +69,13 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
-        self._windows: dict[str, tuple[float, int]] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # key -> (window end, count)
+        self._values: dict[str, tuple[float, bytes]] = {}  # key -> (expiry, value)
         self.on_resync: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return True
 
     async def start(self) -> None:
         if self.on_resync is not None:
@@ -62,23 +87,45 @@ class MemoryStore:
     async def revoke_sessions(self, sids: Sequence[str], ttl: int) -> None:
         until = time.monotonic() + ttl
         for sid in sids:
-            self._revoked[sid] = until
-        self._prune()
+            self._revoked[sid] = max(until, self._revoked.get(sid, 0.0))
+        if len(self._revoked) > 10_000:
+            self._prune()
+
+    async def remember_revoked(self, sids: Sequence[str], ttl: int) -> None:
+        await self.revoke_sessions(sids, ttl)
 
     async def is_session_revoked(self, sid: str) -> bool:
         until = self._revoked.get(sid)
         return until is not None and until > time.monotonic()
 
-    async def hit(self, key: str, limit: int, window: float) -> float:
+    async def incr(self, key: str, window: float) -> tuple[int, float]:
         now = time.monotonic()
-        start, count = self._windows.get(key, (now, 0))
-        if now - start >= window:
-            start, count = now, 0
+        end, count = self._windows.get(key, (0.0, 0))
+        if end <= now:
+            end, count = now + window, 0
         count += 1
-        self._windows[key] = (start, count)
+        self._windows[key] = (end, count)
         if len(self._windows) > 100_000:
             self._prune()
-        return 0.0 if count <= limit else max(start + window - now, 0.001)
+        return count, end - now
+
+    async def count(self, key: str) -> tuple[int, float]:
+        now = time.monotonic()
+        end, count = self._windows.get(key, (0.0, 0))
+        return (0, 0.0) if end <= now else (count, end - now)
+
+    async def reset(self, key: str) -> None:
+        self._windows.pop(key, None)
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        now = time.monotonic()
+        if len(self._values) > 10_000:
+            self._values = {k: v for k, v in self._values.items() if v[0] > now}
+        self._values[key] = (now + ttl, value)
+
+    async def get(self, key: str) -> bytes | None:
+        found = self._values.get(key)
+        return found[1] if found is not None and found[0] > time.monotonic() else None
 
     async def ping(self) -> bool:
         return True
@@ -89,9 +136,8 @@ class MemoryStore:
 
     def _prune(self) -> None:
         now = time.monotonic()
-        if len(self._revoked) > 10_000:
-            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
-        self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 86400}
+        self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+        self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
 
 
 def make_store(cfg: RedisConfig) -> Store:
@@ -101,8 +147,3 @@ def make_store(cfg: RedisConfig) -> Store:
 
         return RedisStore(cfg)
     return MemoryStore()
-
-
-def retry_after_seconds(wait: float) -> int:
-    """A ``Retry-After`` value: whole seconds, at least 1."""
-    return max(1, math.ceil(wait))

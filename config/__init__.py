@@ -11,8 +11,11 @@ from config.model import (
     JwtConfig,
     PasswordConfig,
     RedisConfig,
+    RateLimitConfig,
     RouteConfig,
+    RouteRateLimit,
     ServerConfig,
+    SessionsConfig,
     SmtpConfig,
 )
 from config.render import mask_url, render
@@ -29,8 +32,11 @@ __all__ = [
     "JwtConfig",
     "PasswordConfig",
     "RedisConfig",
+    "RateLimitConfig",
     "RouteConfig",
+    "RouteRateLimit",
     "ServerConfig",
+    "SessionsConfig",
     "SmtpConfig",
     "build_config",
     "load_config",

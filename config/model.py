@@ -120,6 +120,22 @@ class PasswordConfig(_Model):
     bcrypt_cost: Int = Field(default=12, ge=4, le=31)
 
 
+class RateLimitConfig(_Model):
+    """At most ``requests`` per ``per`` (a fixed window)."""
+
+    requests: Int = Field(ge=1)
+    per: Duration = Field(gt=0)
+
+
+class AuthRateLimits(_Model):
+    """Limits of the auth API, shared by every replica through the store."""
+
+    login_per_account: RateLimitConfig = RateLimitConfig(requests=5, per=900.0)
+    login_per_ip: RateLimitConfig = RateLimitConfig(requests=50, per=900.0)
+    email_per_address: RateLimitConfig = RateLimitConfig(requests=5, per=3600.0)
+    email_per_ip: RateLimitConfig = RateLimitConfig(requests=30, per=3600.0)
+
+
 class AuthConfig(_Model):
     """Account rules of the auth API."""
 
@@ -127,6 +143,16 @@ class AuthConfig(_Model):
     email_verification_ttl: Duration = Field(default=86400.0, gt=0)
     require_verified_email: Bool = True
     resend_interval: Duration = 60.0
+    rate_limits: AuthRateLimits = AuthRateLimits()
+
+
+class SessionsConfig(_Model):
+    """How session state (revocations, admin flags, deactivation) reaches every replica."""
+
+    poll_interval: Duration = Field(default=0.5, gt=0, le=60)
+    refresh_grace: Duration = Field(default=2.0, ge=0, le=300)
+    max_staleness: Duration = Field(default=30.0, gt=0)
+    on_stale: Literal["open", "closed"] = "open"
 
 
 class SmtpConfig(_Model):
@@ -179,6 +205,12 @@ class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class RouteRateLimit(RateLimitConfig):
+    """Per-route limit, counted per user (anonymous: per IP) or per client IP."""
+
+    key: Literal["user", "ip"] = "user"
+
+
 class RouteConfig(_Model):
     """One proxied route: requests under ``prefix`` go to ``upstream``."""
 
@@ -191,6 +223,7 @@ class RouteConfig(_Model):
     strip_prefix: Bool = False
     timeout: Duration = Field(default=30.0, gt=0)
     preserve_host: Bool = False
+    rate_limit: RouteRateLimit | None = None
 
 
 class GatewayConfig(_Model):
@@ -201,6 +234,7 @@ class GatewayConfig(_Model):
     redis: RedisConfig = RedisConfig()
     jwt: JwtConfig = JwtConfig()
     auth: AuthConfig = AuthConfig()
+    sessions: SessionsConfig = SessionsConfig()
     email: EmailConfig = EmailConfig()
     cors: CorsConfig = CorsConfig()
     api: ApiConfig = ApiConfig()

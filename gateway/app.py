@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -41,7 +42,7 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
         middlewares=[request_id_middleware(), cors_middleware(policy), error_middleware()],
     )
     app[CONFIG] = cfg
-    app[SERVICES] = Services()
+    app[SERVICES] = Services(trusted=TrustedProxies(cfg.server.trusted_proxies))
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(cors_prepare_hook(policy))
     app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
@@ -95,10 +96,20 @@ def _auth_context(
         service = AuthService(cfg, create_sessionmaker(engine), tokens, hasher, store, mailer)
         services.engine, services.store, services.auth = engine, store, service
         store.on_resync = service.reconcile_quietly
+        follower: asyncio.Task[None] | None = None
         try:
             await store.start()
+            try:
+                await service.feed.poll()
+            except Exception as exc:
+                _LOGGER.error("cannot read session changes from the database yet: %s", exc)
+            follower = asyncio.create_task(service.feed.run(), name="session-change-feed")
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             try:
                 async with asyncio.timeout(MAIL_DRAIN_TIMEOUT):
                     await mailer.drain()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth.service import AuthService
 from auth.store import Store
 from config import GatewayConfig
+from gateway.proxy.forwarded import TrustedProxies
 
 if TYPE_CHECKING:
     from gateway.proxy.handler import ProxyHandler
@@ -24,6 +25,7 @@ class Services:
     store: Store | None = None
     auth: AuthService | None = None
     proxy: ProxyHandler | None = None
+    trusted: TrustedProxies = field(default_factory=lambda: TrustedProxies([]))
     extra: dict[str, object] = field(default_factory=dict)
 
     def auth_service(self) -> AuthService:

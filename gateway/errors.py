@@ -93,6 +93,7 @@ _AUTH_STATUS: Mapping[type[auth_errors.AuthError], int] = {
     auth_errors.Conflict: 409,
     auth_errors.RateLimited: 429,
     auth_errors.DeliveryFailed: 503,
+    auth_errors.Unavailable: 503,
 }
 
 BEARER_CHALLENGE = 'Bearer realm="gateway"'

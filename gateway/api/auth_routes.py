@@ -42,6 +42,10 @@ def _reply(request: web.Request, data: dict[str, Any], status: int = 200) -> web
     return json_response(data, status=status, camel=_cfg(request).api.json_case == "camel")
 
 
+def _client_ip(request: web.Request) -> str:
+    return request.config_dict[SERVICES].trusted.client_ip(request)
+
+
 def _token(request: web.Request) -> str:
     token = bearer_token(request)
     if token is None:
@@ -83,7 +87,7 @@ def login_body(result: LoginResult) -> dict[str, Any]:
 async def register(request: web.Request) -> web.Response:
     """POST /register → 201."""
     data = parse_input(RegisterInput, await _body(request), _cfg(request).auth.password)
-    user = await _service(request).register(data)
+    user = await _service(request).register(data, _client_ip(request))
     return _reply(
         request,
         {
@@ -104,14 +108,14 @@ async def verify_email(request: web.Request) -> web.Response:
 async def resend_verification(request: web.Request) -> web.Response:
     """POST /resend-verification: the same answer for every address."""
     data = parse_input(EmailInput, await _body(request))
-    await _service(request).resend_verification(data.email)
+    await _service(request).resend_verification(data.email, _client_ip(request))
     return _reply(request, {"message": "verification email has been sent"})
 
 
 async def login(request: web.Request) -> web.Response:
     """POST /login."""
     data = parse_input(LoginInput, await _body(request))
-    result = await _service(request).login(data.email, data.password)
+    result = await _service(request).login(data.email, data.password, _client_ip(request))
     return _reply(request, login_body(result))
 
 
@@ -124,7 +128,9 @@ async def me(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     """POST /refresh: rotate the refresh token."""
     data = parse_input(RefreshInput, await _body(request))
-    pair = await _service(request).refresh(data.refresh_token)
+    pair = await _service(request).refresh(
+        data.refresh_token, _client_ip(request), request.headers.get("User-Agent")
+    )
     return _reply(request, tokens_body(pair))
 
 

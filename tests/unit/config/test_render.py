@@ -181,6 +181,7 @@ def test_render_uses_yaml_key_names_and_order() -> None:
         "redis",
         "jwt",
         "auth",
+        "sessions",
         "email",
         "cors",
         "api",
