@@ -63,6 +63,7 @@ class AuthService(AccountFlows):
             sessions, store, interval=cfg.sessions.poll_interval, horizon=self.revocation_ttl
         )
         self._on_stale_closed = cfg.sessions.on_stale == "closed"
+        self._revocation_checks = cfg.sessions.revocation_checks
         self._leeway = cfg.jwt.leeway
         self._verified: dict[str, Claims] = {}
 
@@ -202,6 +203,8 @@ class AuthService(AccountFlows):
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 del self._verified[next(iter(self._verified))]  # the oldest entry
             self._verified[access_token] = claims
+        if not self._revocation_checks:
+            return claims
         if await self.store.is_session_revoked(claims.sid):
             raise TokenInvalid("token has been revoked")
         if self._on_stale_closed and self._stale():

@@ -153,6 +153,8 @@ class SessionsConfig(_Model):
     refresh_grace: Duration = Field(default=2.0, ge=0, le=300)
     max_staleness: Duration = Field(default=30.0, gt=0)
     on_stale: Literal["open", "closed"] = "open"
+    revocation_checks: Bool = True
+    """False trusts a valid signature alone on proxied routes (benchmarking only)."""
 
 
 class SmtpConfig(_Model):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from auth.db import create_engine, create_sessionmaker, migrate
 from auth.keys import resolve_jwt_secret
 from auth.mailer import make_mailer
@@ -13,14 +16,15 @@ from auth.tokens import TokenService
 from config import GatewayConfig
 
 
-async def create_user(cfg: GatewayConfig, data: CreateUserInput) -> UserView:
-    """Create a user (migrating the embedded database first, as ``serve`` would)."""
+@contextlib.asynccontextmanager
+async def _service(cfg: GatewayConfig) -> AsyncIterator[AuthService]:
+    """The same AuthService ``serve`` builds (the embedded database migrated first)."""
     if cfg.uses_sqlite:
         await migrate(cfg.database.url)
     engine = create_engine(cfg.database)
     store = make_store(cfg.redis)
     try:
-        service = AuthService(
+        yield AuthService(
             cfg,
             create_sessionmaker(engine),
             TokenService(cfg.jwt, resolve_jwt_secret(cfg)),
@@ -28,7 +32,21 @@ async def create_user(cfg: GatewayConfig, data: CreateUserInput) -> UserView:
             store,
             make_mailer(cfg.email),
         )
-        return await service.create_user(data)
     finally:
         await store.close()
         await engine.dispose()
+
+
+async def create_user(cfg: GatewayConfig, data: CreateUserInput) -> UserView:
+    """Create a user."""
+    async with _service(cfg) as service:
+        return await service.create_user(data)
+
+
+async def update_user(
+    cfg: GatewayConfig, email: str, *, is_admin: bool | None, is_active: bool | None
+) -> UserView:
+    """Change a user's admin flag or state; running replicas see it within a poll interval
+    (deactivation also revokes the user's sessions, pushed at once through Redis)."""
+    async with _service(cfg) as service:
+        return await service.update_user(email, is_admin=is_admin, is_active=is_active)

@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--first-name", default="")
     create.add_argument("--last-name", default="")
     create.add_argument("--username", default=None, help="default: the email address")
+    update = with_config(users.add_parser("update", help="change a user's admin flag or state"))
+    update.add_argument("--email", required=True)
+    admin = update.add_mutually_exclusive_group()
+    admin.add_argument("--admin", dest="admin", action="store_true", default=None)
+    admin.add_argument("--no-admin", dest="admin", action="store_false")
+    active = update.add_mutually_exclusive_group()
+    active.add_argument("--active", dest="active", action="store_true", default=None)
+    active.add_argument(
+        "--inactive", dest="active", action="store_false", help="also ends every session"
+    )
     return parser
 
 
@@ -57,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "migrate":
         return _migrate(cfg)
+    if args.command == "users" and args.users_command == "update":
+        return _update_user(cfg, args)
     if args.command == "users":
         return _create_user(cfg, args)
     from gateway.server import serve
@@ -83,6 +95,29 @@ def _migrate(cfg: GatewayConfig) -> int:
         print(f"migration failed on {mask_url(cfg.database.url)}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"database at {mask_url(cfg.database.url)} is at the latest revision")
+    return EXIT_OK
+
+
+def _update_user(cfg: GatewayConfig, args: argparse.Namespace) -> int:
+    from auth.errors import AuthError
+    from gateway.admin import update_user
+
+    if args.admin is None and args.active is None:
+        print(
+            "nothing to change: give --admin/--no-admin and/or --active/--inactive", file=sys.stderr
+        )
+        return EXIT_CONFIG
+    try:
+        user = asyncio.run(update_user(cfg, args.email, is_admin=args.admin, is_active=args.active))
+    except AuthError as exc:
+        print("cannot update user: " + "; ".join(exc.details), file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as exc:
+        print(f"cannot update user: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    state = "active" if user.is_active else "inactive"
+    role = "admin" if user.is_admin else "not admin"
+    print(f"updated {user.email} (id {user.id}): {role}, {state}")
     return EXIT_OK
 
 
