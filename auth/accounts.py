@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth import opaque
 from auth.base import ServiceBase
-from auth.errors import Conflict, NotFound, ValidationFailed
+from auth.errors import Conflict, NotFound, RateLimited, ValidationFailed
 from auth.mailer import Mail
 from auth.models import OneTimeToken, User, utcnow
+from auth.ratelimit import Limit
 from auth.repository import OneTimeTokenRepository, SessionRepository, UserRepository
 from auth.schemas import CreateUserInput, RegisterInput, email_key, username_key
 from auth.views import UserView
@@ -135,8 +136,9 @@ class AccountFlows(ServiceBase):
         """
         key = email_key(email)
         await self.charge_email(key, client_ip)
-        count, _ = await self.store.incr(f"resend:{key}", self.cfg.auth.resend_interval)
-        if count > 1:
+        try:
+            await self.limiter.charge(Limit("resend", 1, self.cfg.auth.resend_interval), key)
+        except RateLimited:
             _LOGGER.info("verification resend skipped: within resend_interval")
             return
         token = opaque.new_link_token()

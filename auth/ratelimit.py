@@ -8,12 +8,16 @@ reset on success). The refusal names the limit, so the 429 envelope says which o
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 
-from auth.errors import RateLimited
-from auth.store import Store
+from auth.errors import RateLimited, Unavailable
+from auth.store import Store, StoreUnavailable
 from config import RateLimitConfig
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +40,58 @@ def retry_after(seconds: float) -> int:
 
 
 class RateLimiter:
-    """Applies named limits with the store's counters."""
+    """Applies named limits with the store's counters.
 
-    def __init__(self, store: Store) -> None:
+    When the shared store does not answer, ``fail_open`` lets requests through unlimited (and
+    logs it, at most every 10 s); otherwise they are refused as Unavailable (503).
+    """
+
+    def __init__(self, store: Store, *, fail_open: bool = True) -> None:
         self.store = store
+        self.fail_open = fail_open
+        self._last_warning = 0.0
 
     async def charge(self, limit: Limit, key: str) -> None:
         """Count one request under ``key``; raise RateLimited once past the limit."""
-        count, left = await self.store.incr(f"{limit.name}:{key}", limit.per)
+        try:
+            count, left = await self.store.incr(f"{limit.name}:{key}", limit.per)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            return
         if count > limit.requests:
             raise _refusal(limit, left)
 
     async def charge_quietly(self, limit: Limit, key: str) -> None:
         """Count one event under ``key`` without refusing (failures feeding a lockout)."""
-        await self.store.incr(f"{limit.name}:{key}", limit.per)
+        try:
+            await self.store.incr(f"{limit.name}:{key}", limit.per)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
 
     async def check(self, limit: Limit, key: str) -> None:
         """Raise RateLimited if ``key`` is already at the limit (counts nothing)."""
-        count, left = await self.store.count(f"{limit.name}:{key}")
+        try:
+            count, left = await self.store.count(f"{limit.name}:{key}")
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+            return
         if count >= limit.requests:
             raise _refusal(limit, left)
 
     async def reset(self, limit: Limit, key: str) -> None:
         """Forget ``key``'s count (e.g. failed logins after a success)."""
-        await self.store.reset(f"{limit.name}:{key}")
+        try:
+            await self.store.reset(f"{limit.name}:{key}")
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: StoreUnavailable) -> None:
+        if not self.fail_open:
+            raise Unavailable("rate limits cannot be checked: the shared store is unreachable")
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            _LOGGER.warning("rate limits not enforced: %s", exc)
 
 
 def _refusal(limit: Limit, left: float) -> RateLimited:

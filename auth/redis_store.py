@@ -18,16 +18,25 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from auth.store import StoreUnavailable
 from config import RedisConfig
 
 _LOGGER = logging.getLogger(__name__)
 FIRST_SYNC_TIMEOUT = 5.0
 PING_INTERVAL = 2.0
+
+
+@contextlib.contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis: {exc}") from exc
 
 
 class RedisStore:
@@ -86,11 +95,16 @@ class RedisStore:
         for sid in sids:
             self._revoked[sid] = until
         message = json.dumps({"sids": list(sids), "until": until})
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.set(f"{self._prefix}revoked:{sid}", b"1", ex=max(ttl, 1))
-            pipe.publish(self._channel, message)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sid in sids:
+                    pipe.set(f"{self._prefix}revoked:{sid}", b"1", ex=max(ttl, 1))
+                pipe.publish(self._channel, message)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # The database already holds the revocation: other replicas get it from their
+            # database feed, and a reconnecting replica replays it into Redis.
+            _LOGGER.warning("could not publish %d revocation(s) to Redis: %s", len(sids), exc)
 
     async def is_session_revoked(self, sid: str) -> bool:
         """From the mirror when synced (no round trip); else Redis, else the last known mirror."""
@@ -114,35 +128,40 @@ class RedisStore:
     async def incr(self, key: str, window: float) -> tuple[int, float]:
         """Fixed-window counter shared by every replica (INCR + PEXPIRE NX, atomically)."""
         name = f"{self._prefix}rate:{key}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.pexpire(name, max(int(window * 1000), 1), nx=True)
-            pipe.pttl(name)
-            count, _, ttl_ms = await pipe.execute()
+        with _unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.pexpire(name, max(int(window * 1000), 1), nx=True)
+                pipe.pttl(name)
+                count, _, ttl_ms = await pipe.execute()
         return int(count), max(int(ttl_ms), 1) / 1000
 
     async def count(self, key: str) -> tuple[int, float]:
         """The shared counter of ``key`` without counting."""
         name = f"{self._prefix}rate:{key}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(name)
-            pipe.pttl(name)
-            value, ttl_ms = await pipe.execute()
+        with _unavailable_on_error():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(name)
+                pipe.pttl(name)
+                value, ttl_ms = await pipe.execute()
         if value is None or int(ttl_ms) <= 0:
             return 0, 0.0
         return int(value), int(ttl_ms) / 1000
 
     async def reset(self, key: str) -> None:
         """Forget a shared counter."""
-        await self._redis.delete(f"{self._prefix}rate:{key}")
+        with _unavailable_on_error():
+            await self._redis.delete(f"{self._prefix}rate:{key}")
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         """A shared value with an expiry."""
-        await self._redis.set(f"{self._prefix}kv:{key}", value, px=max(int(ttl * 1000), 1))
+        with _unavailable_on_error():
+            await self._redis.set(f"{self._prefix}kv:{key}", value, px=max(int(ttl * 1000), 1))
 
     async def get(self, key: str) -> bytes | None:
         """A shared value, if present."""
-        value = await self._redis.get(f"{self._prefix}kv:{key}")
+        with _unavailable_on_error():
+            value = await self._redis.get(f"{self._prefix}kv:{key}")
         if value is None:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)

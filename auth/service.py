@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -21,7 +22,7 @@ from auth.passwords import PasswordHasher
 from auth.ratelimit import Limit, RateLimiter
 from auth.repository import SessionRepository, UserRepository
 from auth.schemas import email_key
-from auth.store import Store
+from auth.store import Store, StoreUnavailable
 from auth.tokens import Claims, TokenService
 from auth.views import LoginResult, TokenPair, UserView
 from config import GatewayConfig
@@ -53,7 +54,7 @@ class AuthService(AccountFlows):
         self.mailer = mailer
         # An access token may outlive its session's revocation by at most this long.
         self.revocation_ttl = tokens.access_ttl + int(cfg.jwt.leeway) + 1
-        self.limiter = RateLimiter(store)
+        self.limiter = RateLimiter(store, fail_open=cfg.sessions.on_stale == "open")
         limits = cfg.auth.rate_limits
         self.login_per_account = Limit.of("login_per_account", limits.login_per_account)
         self.login_per_ip = Limit.of("login_per_ip", limits.login_per_ip)
@@ -153,7 +154,8 @@ class AuthService(AccountFlows):
             if grace > 0:
                 client = fingerprint(client_ip, user_agent)
                 sealed = seal(refresh_token, client, access.token, refresh.token)
-                await self.store.put(f"grace:{claims.jti}", sealed, grace)
+                with contextlib.suppress(StoreUnavailable):  # then a race is treated as reuse
+                    await self.store.put(f"grace:{claims.jti}", sealed, grace)
             return self._pair(access.token, refresh.token)
         if grace > 0 and (used_at is None or (now - used_at).total_seconds() <= grace):
             client = fingerprint(client_ip, user_agent)
@@ -169,7 +171,10 @@ class AuthService(AccountFlows):
     async def _grace_pair(self, refresh_token: str, jti: str, client: str) -> TokenPair | None:
         """The pair a racing rotation issued (it may still be storing it: wait briefly)."""
         for _ in range(GRACE_WAIT_STEPS):
-            sealed = await self.store.get(f"grace:{jti}")
+            try:
+                sealed = await self.store.get(f"grace:{jti}")
+            except StoreUnavailable:
+                return None
             if sealed is not None:
                 pair = unseal(refresh_token, client, sealed)
                 return None if pair is None else self._pair(*pair)

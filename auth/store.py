@@ -17,6 +17,10 @@ from typing import Protocol
 from config import RedisConfig
 
 
+class StoreUnavailable(Exception):
+    """The shared store did not answer (Redis down); callers decide to fail open or closed."""
+
+
 class Store(Protocol):
     """What the auth layer needs from shared state."""
 
