@@ -61,6 +61,13 @@ class RateLimiter:
         if count > limit.requests:
             raise _refusal(limit, left)
 
+    async def forgive(self, limit: Limit, key: str) -> None:
+        """Take back one counted request (an attempt that turned out fine)."""
+        try:
+            await self.store.incr(f"{limit.name}:{key}", limit.per, -1)
+        except StoreUnavailable as exc:
+            self._unavailable(exc)
+
     async def charge_quietly(self, limit: Limit, key: str) -> None:
         """Count one event under ``key`` without refusing (failures feeding a lockout)."""
         try:

@@ -125,12 +125,12 @@ class RedisStore:
 
     # --- rate limits --------------------------------------------------------------------
 
-    async def incr(self, key: str, window: float) -> tuple[int, float]:
-        """Fixed-window counter shared by every replica (INCR + PEXPIRE NX, atomically)."""
+    async def incr(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Fixed-window counter shared by every replica (INCRBY + PEXPIRE NX, atomically)."""
         name = f"{self._prefix}rate:{key}"
         with _unavailable_on_error():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
+                pipe.incrby(name, amount)
                 pipe.pexpire(name, max(int(window * 1000), 1), nx=True)
                 pipe.pttl(name)
                 count, _, ttl_ms = await pipe.execute()
@@ -191,7 +191,9 @@ class RedisStore:
                 await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                # Any failure must lead to a reconnect, never end the task: uvloop raises
+                # RuntimeError when redis-py writes to a transport that was reset under it.
                 if self._synced or self._down_since is None:
                     _LOGGER.warning("lost Redis (%s): serving the last known revocations", exc)
                 self._synced = False

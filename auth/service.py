@@ -71,23 +71,23 @@ class AuthService(AccountFlows):
     async def login(self, email: str, password: str, client_ip: str | None = None) -> LoginResult:
         """Check a password and open a new session.
 
-        Failed attempts are counted per account (known or not: no enumeration) and per client
-        IP; at the limit, further attempts are refused with 429 before any password check. A
-        success resets the account's counter.
+        Attempts are counted per account (known or not: no enumeration) and per client IP
+        *before* the password is checked, so parallel guesses cannot slip past the limit;
+        beyond it they are refused with 429. A success resets the account's counter and takes
+        its attempt back from the IP's.
         """
         key = email_key(email)
-        await self.limiter.check(self.login_per_account, key)
+        await self.limiter.charge(self.login_per_account, key)
         if client_ip:
-            await self.limiter.check(self.login_per_ip, client_ip)
+            await self.limiter.charge(self.login_per_ip, client_ip)
         async with self.sessions() as session:
             user = await UserRepository(session).get_by_email_key(key)
         password_ok = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not password_ok:
-            await self.limiter.charge_quietly(self.login_per_account, key)
-            if client_ip:
-                await self.limiter.charge_quietly(self.login_per_ip, client_ip)
             raise InvalidCredentials("invalid email or password")
         await self.limiter.reset(self.login_per_account, key)
+        if client_ip:
+            await self.limiter.forgive(self.login_per_ip, client_ip)
         if not user.is_active:
             raise AccountNotAllowed("account is deactivated")
         if self.cfg.auth.require_verified_email and not user.email_verified:

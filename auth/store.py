@@ -46,8 +46,8 @@ class Store(Protocol):
     async def is_session_revoked(self, sid: str) -> bool:
         """True when ``sid`` was revoked."""
 
-    async def incr(self, key: str, window: float) -> tuple[int, float]:
-        """Count one event in ``key``'s fixed window; return (count, seconds left in window)."""
+    async def incr(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Add ``amount`` to ``key``'s fixed-window count; return (count, seconds left)."""
 
     async def count(self, key: str) -> tuple[int, float]:
         """The current (count, seconds left) of ``key`` without counting."""
@@ -102,12 +102,12 @@ class MemoryStore:
         until = self._revoked.get(sid)
         return until is not None and until > time.monotonic()
 
-    async def incr(self, key: str, window: float) -> tuple[int, float]:
+    async def incr(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
         now = time.monotonic()
         end, count = self._windows.get(key, (0.0, 0))
         if end <= now:
             end, count = now + window, 0
-        count += 1
+        count = max(count + amount, 0)
         self._windows[key] = (end, count)
         if len(self._windows) > 100_000:
             self._prune()
