@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth import opaque
 from auth.base import ServiceBase
 from auth.errors import Conflict, NotFound, RateLimited, ValidationFailed
-from auth.mailer import Mail
 from auth.models import OneTimeToken, User, utcnow
 from auth.ratelimit import Limit
 from auth.repository import OneTimeTokenRepository, SessionRepository, UserRepository
 from auth.schemas import CreateUserInput, RegisterInput, email_key, username_key
+from auth.templates import human_duration
 from auth.views import UserView
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class AccountFlows(ServiceBase):
         token = opaque.new_link_token()
         now = utcnow()
         async with self.sessions() as session, session.begin():
-            user = await self._insert_user(
+            user = await insert_user(
                 session,
                 email=data.email,
                 username=data.username,
@@ -52,7 +52,7 @@ class AccountFlows(ServiceBase):
         """Create an account directly (CLI): optionally admin and already verified."""
         password_hash = await self.hasher.hash(data.password)
         async with self.sessions() as session, session.begin():
-            user = await self._insert_user(
+            user = await insert_user(
                 session,
                 email=data.email,
                 username=data.username,
@@ -63,26 +63,6 @@ class AccountFlows(ServiceBase):
                 email_verified=data.email_verified,
             )
             return UserView.of(user)
-
-    async def _insert_user(self, session: AsyncSession, **fields: Any) -> User:
-        users = UserRepository(session)
-        problems = []
-        if await users.email_taken(email_key(fields["email"])):
-            problems.append("email: already registered")
-        if await users.username_taken(username_key(fields["username"])):
-            problems.append("username: already taken")
-        if problems:
-            raise Conflict(*problems)
-        user = User(
-            email_key=email_key(fields["email"]),
-            username_key=username_key(fields["username"]),
-            is_active=True,
-            **fields,
-        )
-        try:
-            return await users.add(user)
-        except IntegrityError:  # a concurrent registration won the race
-            raise Conflict("email or username: already taken") from None
 
     def _verification_row(self, user_id: int, token: str, now: datetime) -> OneTimeToken:
         ttl = timedelta(seconds=self.cfg.auth.email_verification_ttl)
@@ -95,21 +75,15 @@ class AccountFlows(ServiceBase):
         )
 
     def _mail_verification(self, user: UserView, token: str) -> None:
-        link = self.cfg.email.verify_url.replace("{token}", token)
-        hours = self.cfg.auth.email_verification_ttl / 3600
-        text = (
-            f"Hello {user.first_name or user.username},\n\n"
-            f"Please confirm your email address by opening this link:\n\n{link}\n\n"
-            f"The link works once and expires in {hours:g} hours.\n"
-            "If you did not create an account, ignore this message.\n"
+        mail = self.templates.render(
+            "verify_email",
+            user.email,
+            name=user.first_name or user.username,
+            email=user.email,
+            link=self.cfg.email.verify_url.replace("{token}", token),
+            expires=human_duration(self.cfg.auth.email_verification_ttl),
         )
-        html = (
-            f"<p>Hello {_escape(user.first_name or user.username)},</p>"
-            "<p>Please confirm your email address: "
-            f'<a href="{_escape(link)}">verify my email</a></p>'
-            f"<p>The link works once and expires in {hours:g} hours.</p>"
-        )
-        self.mailer.send_later(Mail(user.email, "Verify your email address", text, html))
+        self.mailer.send_later(mail)
 
     async def verify_email(self, token: str) -> None:
         """Spend a verification token and mark its user's email verified."""
@@ -180,7 +154,23 @@ class AccountFlows(ServiceBase):
         return view
 
 
-def _escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+async def insert_user(session: AsyncSession, **fields: Any) -> User:
+    """Add a user with ``fields``; Conflict (409) when the email or username is taken."""
+    users = UserRepository(session)
+    problems = []
+    if await users.email_taken(email_key(fields["email"])):
+        problems.append("email: already registered")
+    if await users.username_taken(username_key(fields["username"])):
+        problems.append("username: already taken")
+    if problems:
+        raise Conflict(*problems)
+    user = User(
+        email_key=email_key(fields["email"]),
+        username_key=username_key(fields["username"]),
+        is_active=True,
+        **fields,
     )
+    try:
+        return await users.add(user)
+    except IntegrityError:  # a concurrent registration won the race
+        raise Conflict("email or username: already taken") from None

@@ -5,7 +5,8 @@ AuthError
 ├── InvalidCredentials      wrong email or password (one answer for both)
 ├── TokenInvalid            missing, malformed, expired, revoked or wrong-type token
 ├── AccountNotAllowed       email not verified, account deactivated
-├── Conflict                email/username taken
+├── NotPermitted            authenticated, but not allowed to do this (not an admin)
+├── Conflict                email/username taken, last active admin
 ├── NotFound                unknown or spent one-time token
 ├── RateLimited             too many attempts (retry_after seconds)
 ├── Unavailable             session state too stale to trust (fail closed)
@@ -37,6 +38,10 @@ class TokenInvalid(AuthError):
 
 class AccountNotAllowed(AuthError):
     """Credentials are right but the account may not log in (unverified, deactivated)."""
+
+
+class NotPermitted(AuthError):
+    """The caller is who they say, but may not do this (an admin action by a non-admin)."""
 
 
 class Conflict(AuthError):

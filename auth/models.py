@@ -1,4 +1,4 @@
-"""Tables: users, login sessions (refresh-token families), refresh tokens, one-time tokens."""
+"""Tables: users, login sessions, refresh tokens, one-time tokens, email codes, sign-up tokens."""
 
 from __future__ import annotations
 
@@ -124,4 +124,36 @@ class OneTimeToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EmailCode(Base):
+    """The live sign-in code of one address (at most one: a new request replaces it).
+
+    ``code_hash`` is an HMAC-SHA256 of the address and the code under a server key (see
+    ``auth/email_codes.py``): a 6-digit code hashed without a secret falls to brute force.
+    """
+
+    __tablename__ = "email_codes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class RegistrationToken(Base):
+    """Proof that an address without an account passed an email code: lets it register once."""
+
+    __tablename__ = "registration_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

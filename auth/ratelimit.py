@@ -1,9 +1,10 @@
 """Named rate limits over the store's shared counters (every replica counts together).
 
 A limit is counted per key (an account, an address, an IP, a user). ``charge`` counts one
-request and refuses past the limit; ``check`` refuses without counting (login lockout: failures
-are counted with ``charge`` only when the password was wrong, and the account's counter is
-reset on success). The refusal names the limit, so the 429 envelope says which one was hit.
+request and refuses past the limit; credential attempts are charged *before* they are checked
+(parallel guesses cannot slip past), and a right one is taken back: ``reset`` starts the
+account's count over, ``forgive`` refunds one. The refusal names the limit, so the 429
+envelope says which one was hit.
 """
 
 from __future__ import annotations
@@ -67,23 +68,6 @@ class RateLimiter:
             await self.store.incr(f"{limit.name}:{key}", limit.per, -1)
         except StoreUnavailable as exc:
             self._unavailable(exc)
-
-    async def charge_quietly(self, limit: Limit, key: str) -> None:
-        """Count one event under ``key`` without refusing (failures feeding a lockout)."""
-        try:
-            await self.store.incr(f"{limit.name}:{key}", limit.per)
-        except StoreUnavailable as exc:
-            self._unavailable(exc)
-
-    async def check(self, limit: Limit, key: str) -> None:
-        """Raise RateLimited if ``key`` is already at the limit (counts nothing)."""
-        try:
-            count, left = await self.store.count(f"{limit.name}:{key}")
-        except StoreUnavailable as exc:
-            self._unavailable(exc)
-            return
-        if count >= limit.requests:
-            raise _refusal(limit, left)
 
     async def reset(self, limit: Limit, key: str) -> None:
         """Forget ``key``'s count (e.g. failed logins after a success)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.models import AuthSession, OneTimeToken, RefreshToken, User
@@ -46,6 +46,41 @@ class UserRepository:
         self.session.add(user)
         await self.session.flush()
         return user
+
+    async def page(self, email_prefix: str, limit: int, offset: int) -> tuple[list[User], int]:
+        """Users whose normalised email starts with ``email_prefix``, by id; and their count."""
+        condition = User.email_key.startswith(email_prefix, autoescape=True)
+        total = await self.session.scalar(select(func.count()).select_from(User).where(condition))
+        result = await self.session.execute(
+            select(User).where(condition).order_by(User.id).limit(limit).offset(offset)
+        )
+        return list(result.scalars()), int(total or 0)
+
+    async def lock_active_admins(self) -> list[int]:
+        """Ids of the active admins, their rows locked until the transaction ends (PostgreSQL
+        ``FOR UPDATE``, in id order so that two such transactions cannot deadlock; SQLite has a
+        single writer). A second transaction waits here, then sees the first one's changes."""
+        result = await self.session.execute(
+            select(User.id)
+            .where(User.is_admin.is_(True), User.is_active.is_(True))
+            .order_by(User.id)
+            .with_for_update()
+        )
+        return list(result.scalars())
+
+    async def get_for_update(self, user_id: int) -> User | None:
+        """The user with ``user_id``, read afresh and locked until the transaction ends."""
+        result = await self.session.execute(
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
+    async def delete(self, user_id: int) -> None:
+        """Delete a user; the database cascades to its sessions and tokens."""
+        await self.session.execute(delete(User).where(User.id == user_id))
 
 
 class SessionRepository:
@@ -149,6 +184,20 @@ class OneTimeTokenRepository:
             .returning(OneTimeToken.user_id)
         )
         return result.scalar_one_or_none()
+
+    async def is_live(self, token_hash: str, purpose: str, now: datetime) -> bool:
+        """True when the token exists, unused and unexpired (a cheap look before real work)."""
+        found = await self.session.scalar(
+            select(
+                exists().where(
+                    OneTimeToken.token_hash == token_hash,
+                    OneTimeToken.purpose == purpose,
+                    OneTimeToken.used_at.is_(None),
+                    OneTimeToken.expires_at > now,
+                )
+            )
+        )
+        return bool(found)
 
     async def retire_for_user(self, user_id: int, purpose: str, now: datetime) -> None:
         """Spend every live token of a user for ``purpose`` (a new one replaces them)."""

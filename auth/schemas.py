@@ -10,10 +10,19 @@ import re
 import unicodedata
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
+from auth import opaque
 from auth.errors import ValidationFailed
 from config import PasswordConfig
 
@@ -78,6 +87,19 @@ def _non_empty(value: str) -> str:
     return value
 
 
+def _code(value: str) -> str:
+    value = value.strip()
+    if not opaque.is_code(value):
+        raise ValueError(f"must be {opaque.CODE_DIGITS} digits")
+    return value
+
+
+def _link_token(value: str) -> str:
+    if not opaque.is_link_token(value):
+        raise ValueError("must be 64 hexadecimal characters")
+    return value
+
+
 def _unicode(value: str) -> str:
     if "\x00" in value:  # PostgreSQL text cannot hold NUL
         raise ValueError("must not contain NUL characters")
@@ -94,6 +116,10 @@ Username = Annotated[Text, AfterValidator(_username)]
 Name = Annotated[Text, AfterValidator(_name)]
 NewPassword = Annotated[Text, AfterValidator(_password)]
 NonEmpty = Annotated[Text, AfterValidator(_non_empty)]
+Code = Annotated[Text, Field(max_length=64), AfterValidator(_code)]
+LinkToken = Annotated[Text, Field(max_length=64), AfterValidator(_link_token)]
+CurrentPassword = Annotated[Text, Field(max_length=4096), AfterValidator(_non_empty)]
+MAX_ROW_ID = 2**31 - 1
 
 
 class _Input(BaseModel):
@@ -145,6 +171,57 @@ class VerifyEmailInput(_Input):
     token: Annotated[Text, AfterValidator(_non_empty)]
 
 
+class EmailCodeLoginInput(_Input):
+    """POST /login/email-code."""
+
+    email: Email
+    code: Code
+
+
+class CompleteRegistrationInput(_Input):
+    """POST /register/complete: the account of an address proven by an email code."""
+
+    registration_token: LinkToken
+    username: Username
+    first_name: Name
+    last_name: Name = ""
+    password: NewPassword | None = None
+
+
+class ResetPasswordInput(_Input):
+    """POST /password/reset."""
+
+    token: LinkToken
+    password: NewPassword
+
+
+class ChangePasswordInput(_Input):
+    """POST /password/change."""
+
+    current_password: CurrentPassword
+    new_password: NewPassword
+
+
+class UserListQuery(_Input):
+    """GET /users?email_prefix=&limit=&offset= (query strings: numbers are parsed)."""
+
+    email_prefix: Annotated[Text, Field(max_length=254)] = ""
+    limit: int = Field(default=50, ge=1, le=200)
+    offset: int = Field(default=0, ge=0, le=MAX_ROW_ID)
+
+
+class UserPatchInput(_Input):
+    """PATCH /users/{id}: only the fields given change; any other field is refused (400)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    is_admin: StrictBool | None = None
+    is_active: StrictBool | None = None
+    email_verified: StrictBool | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+
 class CreateUserInput(_Input):
     """``gateway users create``."""
 
@@ -162,6 +239,8 @@ _MESSAGES = {
     "string_type": "must be a string",
     "bool_type": "must be a boolean",
     "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "extra_forbidden": "unknown field",
     "string_too_long": "is too long",
     "too_long": "is too long",
 }
@@ -173,6 +252,11 @@ def validation_details(exc: PydanticValidationError) -> list[str]:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in err["loc"]) or "body"
         message = _MESSAGES.get(err["type"])
+        bounds = err.get("ctx") or {}
+        if err["type"] == "greater_than_equal":
+            message = f"must be at least {bounds.get('ge')}"
+        elif err["type"] == "less_than_equal":
+            message = f"must be at most {bounds.get('le')}"
         if message is None:
             message = str(err["msg"]).removeprefix("Value error, ")
         details.append(f"{loc}: {message}")

@@ -11,19 +11,22 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from auth import opaque
 from auth.accounts import AccountFlows
 from auth.changes import ChangeFeed
+from auth.email_codes import EmailCodeFlows
 from auth.errors import AccountNotAllowed, InvalidCredentials, TokenInvalid, Unavailable
 from auth.grace import fingerprint, seal, unseal
 from auth.mailer import Mailer
-from auth.models import AuthSession, RefreshToken, utcnow
+from auth.models import RefreshToken, utcnow
+from auth.password_reset import PasswordFlows
 from auth.passwords import PasswordHasher
 from auth.ratelimit import Limit, RateLimiter
 from auth.repository import SessionRepository, UserRepository
 from auth.schemas import email_key
 from auth.store import Store, StoreUnavailable
+from auth.templates import MailTemplates
 from auth.tokens import Claims, TokenService
+from auth.user_admin import UserAdmin
 from auth.views import LoginResult, TokenPair, UserView
 from config import GatewayConfig
 
@@ -34,8 +37,9 @@ VERIFIED_CACHE_SIZE = 50_000
 GRACE_WAIT_STEPS, GRACE_WAIT_STEP = 40, 0.025
 
 
-class AuthService(AccountFlows):
-    """Registration, verification, login, refresh, logout and token checks."""
+class AuthService(AccountFlows, EmailCodeFlows, PasswordFlows, UserAdmin):
+    """Registration, verification, login (password or email code), refresh, logout, password
+    reset and change, user administration and token checks."""
 
     def __init__(
         self,
@@ -52,6 +56,8 @@ class AuthService(AccountFlows):
         self.hasher = hasher
         self.store = store
         self.mailer = mailer
+        self.templates = MailTemplates.load(cfg.email.templates_dir)
+        self.code_key = tokens.derive_key("email-code")
         # An access token may outlive its session's revocation by at most this long.
         self.revocation_ttl = tokens.access_ttl + int(cfg.jwt.leeway) + 1
         self.limiter = RateLimiter(store, fail_open=cfg.sessions.on_stale == "open")
@@ -77,39 +83,19 @@ class AuthService(AccountFlows):
         its attempt back from the IP's.
         """
         key = email_key(email)
-        await self.limiter.charge(self.login_per_account, key)
-        if client_ip:
-            await self.limiter.charge(self.login_per_ip, client_ip)
+        await self.count_login_attempt(key, client_ip)
         async with self.sessions() as session:
             user = await UserRepository(session).get_by_email_key(key)
         password_ok = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not password_ok:
             raise InvalidCredentials("invalid email or password")
-        await self.limiter.reset(self.login_per_account, key)
-        if client_ip:
-            await self.limiter.forgive(self.login_per_ip, client_ip)
+        await self.login_attempt_succeeded(key, client_ip)
         if not user.is_active:
             raise AccountNotAllowed("account is deactivated")
         if self.cfg.auth.require_verified_email and not user.email_verified:
             raise AccountNotAllowed("email not verified")
         view = UserView.of(user)
         return LoginResult(await self._open_session(view), view)
-
-    async def _open_session(self, user: UserView) -> TokenPair:
-        sid = opaque.new_id()
-        access = self.tokens.issue(user.token_user(), "access", sid)
-        refresh = self.tokens.issue(user.token_user(), "refresh", sid)
-        now = utcnow()
-        expires = now + timedelta(seconds=self.tokens.refresh_ttl)
-        async with self.sessions() as session, session.begin():
-            await SessionRepository(session).add(
-                AuthSession(id=sid, user_id=user.id, created_at=now, expires_at=expires),
-                RefreshToken(jti=refresh.jti, session_id=sid, issued_at=now, expires_at=expires),
-            )
-        return self._pair(access.token, refresh.token)
-
-    def _pair(self, access: str, refresh: str) -> TokenPair:
-        return TokenPair(access, refresh, self.tokens.access_ttl, self.tokens.refresh_ttl)
 
     async def refresh(
         self, refresh_token: str, client_ip: str | None = None, user_agent: str | None = None
@@ -180,20 +166,6 @@ class AuthService(AccountFlows):
                 return None if pair is None else self._pair(*pair)
             await asyncio.sleep(GRACE_WAIT_STEP)
         return None
-
-    async def current_user(self, access_token: str) -> tuple[Claims, UserView]:
-        """Verify an access token against the database (session live, user active)."""
-        claims = self.tokens.verify(access_token, "access")
-        async with self.sessions() as session:
-            found = await SessionRepository(session).get_with_user(claims.sid)
-        if found is None or found[0].user_id != claims.user_id:
-            raise TokenInvalid("token is invalid")
-        auth_session, user = found
-        if auth_session.revoked_at is not None:
-            raise TokenInvalid("token has been revoked")
-        if not user.is_active:
-            raise TokenInvalid("account is deactivated")
-        return claims, UserView.of(user)
 
     async def authenticate(self, access_token: str) -> Claims:
         """Verify an access token with the store only (no database): for proxied requests.

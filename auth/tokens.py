@@ -7,6 +7,8 @@ Verification pins the configured algorithm (never ``none``, never another family
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -67,6 +69,16 @@ class TokenService:
         self.algorithm = cfg.algorithm
         self.access_ttl = int(cfg.access_ttl)
         self.refresh_ttl = int(cfg.refresh_ttl)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 256-bit key for ``purpose``, derived from the signing secret (HMAC-SHA256).
+
+        Other secrets of the service (the keyed hash of email codes) come from here, so there
+        is one secret to manage; a derived key reveals nothing about the signing secret.
+        Rotating the signing secret invalidates what was hashed under the old derived key.
+        """
+        label = f"auth-gateway derived key: {purpose}".encode()
+        return hmac.new(self._key.encode("utf-8"), label, hashlib.sha256).digest()
 
     def issue(self, user: TokenUser, token_type: TokenType, sid: str) -> IssuedToken:
         """Sign a new token of ``token_type`` for ``user`` in session ``sid``."""

@@ -1,4 +1,5 @@
-"""What the auth layer hands out: users as the API shows them, token pairs, login results."""
+"""What the auth layer hands out: users as the API shows them, token pairs, login results,
+registration offers and pages of users."""
 
 from __future__ import annotations
 
@@ -56,3 +57,21 @@ class LoginResult:
 
     tokens: TokenPair
     user: UserView
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRequired:
+    """An email code was right but no account has the address: it may register once."""
+
+    registration_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    """One page of the user list, and how many users match in all."""
+
+    users: list[UserView]
+    total: int
+    limit: int
+    offset: int

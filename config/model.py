@@ -144,6 +144,10 @@ class AuthConfig(_Model):
     require_verified_email: Bool = True
     resend_interval: Duration = 60.0
     rate_limits: AuthRateLimits = AuthRateLimits()
+    email_code_ttl: Duration = Field(default=600.0, gt=0)
+    email_code_max_attempts: Int = Field(default=5, ge=1, le=100)
+    registration_token_ttl: Duration = Field(default=900.0, gt=0)
+    password_reset_ttl: Duration = Field(default=3600.0, gt=0)
 
 
 class SessionsConfig(_Model):
@@ -176,6 +180,9 @@ class EmailConfig(_Model):
     from_: StrictStr = Field(default="Gateway <no-reply@example.com>", alias="from")
     smtp: SmtpConfig = SmtpConfig()
     verify_url: StrictStr = "http://localhost:8080/api/v1/auth/verify-email?token={token}"
+    reset_url: StrictStr = "http://localhost:8080/reset-password?token={token}"
+    templates_dir: OptionalStr = None
+    """Folder of mail templates overriding the built-in ones (file by file)."""
 
 
 class CorsConfig(_Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from config.model import HTTP_METHODS, GatewayConfig
@@ -57,6 +58,11 @@ def _check_email(cfg: GatewayConfig) -> list[str]:
     errors = []
     if "{token}" not in cfg.email.verify_url:
         errors.append("email.verify_url: must contain the placeholder {token}")
+    if "{token}" not in cfg.email.reset_url:
+        errors.append("email.reset_url: must contain the placeholder {token}")
+    templates = cfg.email.templates_dir
+    if templates is not None and not Path(templates).is_dir():
+        errors.append(f"email.templates_dir: {templates!r} is not a directory")
     if "@" not in cfg.email.from_:
         errors.append("email.from: must contain an email address")
     if cfg.email.smtp.tls and cfg.email.smtp.starttls:
@@ -143,4 +149,8 @@ def _check_misc(cfg: GatewayConfig) -> list[str]:
             errors.append(f"jwt.{key}: must be a whole number of seconds, at least 1s")
     if cfg.jwt.refresh_ttl < cfg.jwt.access_ttl:
         errors.append("jwt.refresh_ttl: must not be shorter than jwt.access_ttl")
+    for key in ("email_code_ttl", "registration_token_ttl", "password_reset_ttl"):
+        ttl = getattr(cfg.auth, key)
+        if ttl < 1 or ttl != int(ttl):
+            errors.append(f"auth.{key}: must be a whole number of seconds, at least 1s")
     return errors

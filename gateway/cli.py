@@ -61,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(cfg)
+    if args.command in ("check-config", "serve"):
+        from auth.templates import MailTemplates
+
+        try:  # a template that could not be rendered stops start-up, not a send
+            MailTemplates.load(cfg.email.templates_dir)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(render(cfg))
         print(f"# {args.config}: OK", file=sys.stderr)

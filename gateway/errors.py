@@ -89,6 +89,7 @@ _AUTH_STATUS: Mapping[type[auth_errors.AuthError], int] = {
     auth_errors.InvalidCredentials: 401,
     auth_errors.TokenInvalid: 401,
     auth_errors.AccountNotAllowed: 403,
+    auth_errors.NotPermitted: 403,
     auth_errors.NotFound: 404,
     auth_errors.Conflict: 409,
     auth_errors.RateLimited: 429,

@@ -674,6 +674,7 @@ async def test_crash_in_store_is_generic_500(
     services = client.app[SERVICES]
     monkeypatch.setattr(services, "store", ExplodingStore())
     monkeypatch.setattr(services.auth_service(), "store", ExplodingStore())
+    monkeypatch.setattr(services.auth_service().limiter, "store", ExplodingStore())
     with caplog.at_level(logging.ERROR):
         resp = await client.post(
             f"{AUTH}/resend-verification",
