@@ -29,6 +29,7 @@ from config import RedisConfig
 _LOGGER = logging.getLogger(__name__)
 FIRST_SYNC_TIMEOUT = 5.0
 PING_INTERVAL = 2.0
+CLOSE_ATTEMPTS = 50
 
 
 @contextlib.contextmanager
@@ -55,6 +56,7 @@ class RedisStore:
         self._down_since: float | None = None
         self._first_sync = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.on_resync: Callable[[], Awaitable[None]] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -79,10 +81,17 @@ class RedisStore:
 
     async def close(self) -> None:
         """Stop following and release connections."""
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancel until it takes: on Python 3.11 asyncio.wait_for (used by redis-py while
+            # subscribing) can swallow a cancellation that lands as its operation completes.
+            for _ in range(CLOSE_ATTEMPTS):
+                self._task.cancel()
+                done, _ = await asyncio.wait({self._task}, timeout=0.1)
+                if done:
+                    break
+            else:
+                _LOGGER.warning("the Redis follower did not stop; abandoning it")
         await self._redis.aclose()
 
     # --- revocation ---------------------------------------------------------------------
@@ -177,7 +186,7 @@ class RedisStore:
 
     async def _follow(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._closing:
             listener = aioredis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
             pubsub = listener.pubsub(ignore_subscribe_messages=True)
             try:
@@ -208,7 +217,7 @@ class RedisStore:
 
     async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
         last_ping = time.monotonic()
-        while True:
+        while not self._closing:
             message = await pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
                 self._apply(message["data"])
