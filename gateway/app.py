@@ -24,7 +24,7 @@ from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_h
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
 from gateway.proxy.forwarded import TrustedProxies
-from gateway.proxy.forwarder import create_client_session
+from gateway.proxy.forwarder import create_client_session, create_upstream_pool
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.routes import RouteTable
 
@@ -65,17 +65,20 @@ def _proxy_context(cfg: GatewayConfig) -> Callable[[web.Application], AsyncItera
     async def proxy_context(app: web.Application) -> AsyncIterator[None]:
         services = app[SERVICES]
         session = create_client_session()
+        pool = create_upstream_pool()
         services.proxy = ProxyHandler(
             RouteTable.from_config(cfg.routes),
             TrustedProxies(cfg.server.trusted_proxies),
             services.auth_service(),
             session,
+            pool,
             cfg.server.max_body_size,
         )
         try:
             yield
         finally:
             services.proxy = None
+            await pool.close()
             await session.close()
 
     return proxy_context

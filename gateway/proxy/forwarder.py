@@ -1,38 +1,55 @@
-"""Forward one request upstream over the shared pooled session, streaming both ways.
+"""Forward one request upstream over a pooled keep-alive connection, streaming both ways.
 
+- The request goes out over ``upstream_pool.UpstreamPool`` (the gateway's own HTTP/1.1 client):
+  the request line and the already filtered headers serialised once into one buffer.
 - The request body is streamed chunk by chunk (never buffered whole), counted against
   ``server.max_body_size`` as it goes: over the limit → 413 (checked up front when the client
-  declares a Content-Length).
+  declares a Content-Length, before any upstream connection is used). A declared length is
+  passed on; a body without one is sent in chunked encoding.
 - The response is copied chunk by chunk into a ``StreamResponse`` as it arrives, so downloads of
-  any size and server-sent events pass through without waiting for the end.
+  any size and server-sent events pass through without waiting for the end. A response that
+  arrived whole with its head is written in one go.
 - No redirects are followed, no cookies kept, nothing decompressed.
 - The route's ``timeout`` bounds connecting and every wait on the upstream (for the response
   headers, then for each chunk). Before the response started: refused/reset → 502, too slow
   → 504. After it started, the client connection is closed (the status is already sent).
-- A client that disconnects cancels the handler (``handler_cancellation``), which closes the
-  upstream request.
+- A client that disconnects cancels the handler (``handler_cancellation``), which aborts the
+  upstream connection (it is never returned to the pool).
+
+``create_client_session`` is the ``aiohttp`` session that WebSocket upgrades still use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from typing import Final
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
-from gateway.errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.headers import response_headers_for_client
+from gateway.proxy.upstream_pool import (
+    Origin,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+)
 
 _LOGGER = logging.getLogger(__name__)
-CHUNK = 64 * 1024
+
+_NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods sent without ``Content-Length: 0`` when the client sent no body (as aiohttp did)."""
+
+_CHUNKED: Final = "Transfer-Encoding: chunked\r\n"
+_EMPTY: Final = "Content-Length: 0\r\n"
 
 
 def create_client_session() -> aiohttp.ClientSession:
-    """The one pooled keep-alive session for every upstream."""
+    """The pooled keep-alive ``aiohttp`` session for WebSocket upgrades."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector,
@@ -43,110 +60,146 @@ def create_client_session() -> aiohttp.ClientSession:
     )
 
 
-def _has_body(request: web.Request) -> bool:
-    if request.content_length is not None:
-        return request.content_length > 0
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+def create_upstream_pool() -> UpstreamPool:
+    """The pool of keep-alive connections for plain HTTP forwarding."""
+    return UpstreamPool(keepalive_timeout=30.0)
 
 
-class _BodyLimit:
-    """``server.max_body_size`` for one streamed body; ``exceeded`` records that it stopped it.
+class _ClientBody:
+    """The client's request body, read as it arrives and held to ``server.max_body_size``."""
 
-    The body generator runs inside aiohttp's client, which wraps whatever it raises in a
-    ``ClientConnectionError``: the flag is how ``forward`` tells "too large" (413) from an
-    upstream failure (502).
-    """
+    __slots__ = ("_content", "_limit", "_seen")
 
-    __slots__ = ("exceeded", "limit")
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self._seen = 0
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.exceeded = False
-
-    def error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the body is larger than the limit of {self.limit} bytes")
-
-
-async def _limited(request: web.Request, limit: _BodyLimit) -> AsyncIterator[bytes]:
-    seen = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        seen += len(chunk)
-        if seen > limit.limit:
+    async def read(self) -> bytes:
+        try:
+            chunk = await self._content.readany()
+        except Exception:
+            raise BadRequest("the request body could not be read") from None
+        self._seen += len(chunk)
+        if self._seen > self._limit:
             # Stop before the chunk that crosses the limit: the upstream never gets the whole
-            # body (the chunked stream is cut without its last chunk).
-            limit.exceeded = True
-            raise limit.error()
-        yield chunk
+            # body (its connection is aborted mid-body).
+            raise _too_large(self._limit)
+        return chunk
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+
+
+def request_head(method: str, target: str, headers: CIMultiDict[str], framing: str = "") -> bytes:
+    """The request line and ``headers`` (plus the ``framing`` lines) as one HTTP/1.1 head.
+
+    Nothing here can split a line: ``target`` is the normalised path (pure ASCII, see
+    ``paths``) plus the query exactly as aiohttp's request parser accepted it (it refuses
+    whitespace, control and non-ASCII bytes in the target); ``request_headers_for_upstream``
+    refuses CR/LF/NUL in the values the gateway sets, and the server's parser in those the
+    client sent. Header values are encoded back the way aiohttp decoded them (UTF-8,
+    undecodable bytes kept as they came).
+    """
+    lines = "\r\n".join(map(": ".join, headers.items()))
+    return f"{method} {target} HTTP/1.1\r\n{lines}\r\n{framing}\r\n".encode(
+        "utf-8", "surrogateescape"
+    )
 
 
 async def forward(
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     request: web.Request,
-    url: URL,
+    origin: Origin,
+    target: str,
     headers: CIMultiDict[str],
     *,
     upstream_timeout: float,
     max_body_size: int,
 ) -> web.StreamResponse:
-    """Send ``request`` to ``url`` and stream the answer back."""
-    limit = _BodyLimit(max_body_size)
-    declared = request.content_length
-    if declared is not None and declared > max_body_size:
-        raise limit.error()
-    body = _limited(request, limit) if _has_body(request) else None
-    client_timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=upstream_timeout, sock_read=upstream_timeout
-    )
+    """Send ``request`` to ``target`` (path and query) on ``origin`` and stream the answer back."""
+    method = request.method
+    body: _ClientBody | None = None
+    chunked = False
+    framing = ""
+    if request.body_exists:  # a Content-Length over 0, or chunked
+        declared = request.content_length
+        if declared is None:
+            chunked = True
+            framing = _CHUNKED
+        elif declared > max_body_size:
+            raise _too_large(max_body_size)
+        body = _ClientBody(request.content, max_body_size)
+    elif method not in _NO_BODY_METHODS and "Content-Length" not in headers:
+        framing = _EMPTY
+    head = request_head(method, target, headers, framing)
     try:
-        upstream_cm = session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            timeout=client_timeout,
-            compress=None,
+        conn = await pool.send(
+            origin, method, head, body, chunked=chunked, wait_timeout=upstream_timeout
         )
-        upstream = await upstream_cm.__aenter__()
-    except PayloadTooLarge:
-        raise
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        if limit.exceeded:
-            raise limit.error() from None
-        if isinstance(exc, TimeoutError):
-            raise GatewayTimeout(
-                f"the upstream did not answer within {upstream_timeout:g}s"
-            ) from None
-        _LOGGER.warning("upstream %s failed: %s", url.origin(), type(exc).__name__)
+    except UpstreamTimeout:
+        raise GatewayTimeout(f"the upstream did not answer within {upstream_timeout:g}s") from None
+    except UpstreamError as exc:
+        _LOGGER.warning("upstream %s://%s:%s failed: %s", *origin, exc)
         raise BadGateway("the upstream could not be reached") from None
-    try:
-        return await _relay(request, upstream)
-    finally:
-        await upstream_cm.__aexit__(None, None, None)
+    return await _relay(request, pool, conn, upstream_timeout)
 
 
-async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    response.headers.extend(response_headers_for_client(upstream.headers))
-    if request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200:
-        await response.prepare(request)
+class _WholeResponse(web.StreamResponse):
+    """A response whose body is all there: its head waits to leave with the body, in one write.
+
+    (``StreamResponse`` sends its head on ``prepare``, as a streamed answer needs;
+    ``web.Response`` buffers it this way, but recomputes what the upstream already framed.)
+    """
+
+    _send_headers_immediately = False
+
+
+async def _relay(
+    request: web.Request, pool: UpstreamPool, conn: UpstreamConnection, upstream_timeout: float
+) -> web.StreamResponse:
+    response: web.StreamResponse
+    if conn.complete:
+        # The whole answer is here (always so for HEAD, 204 and 304): the connection goes back
+        # to the pool first, then head and body leave in one write.
+        body = conn.take_body()
+        pool.release(conn)
+        response = _WholeResponse(status=conn.status, reason=conn.reason)
+        response.headers.extend(response_headers_for_client(conn.headers))
+        try:
+            await response.prepare(request)
+            await response.write_eof(body)
+        except ConnectionResetError:
+            pass  # the client went away; the upstream side is done already
         return response
-    await response.prepare(request)
+    response = web.StreamResponse(status=conn.status, reason=conn.reason)
+    response.headers.extend(response_headers_for_client(conn.headers))
     try:
-        async for chunk in upstream.content.iter_any():
+        await response.prepare(request)
+        while chunk := await conn.read(upstream_timeout):
             await response.write(chunk)
-        await response.write_eof()
     except asyncio.CancelledError:
-        upstream.close()
+        conn.abort()
         raise
     except ConnectionResetError:
-        # The client went away. Caught before ClientError: the server's write raises
-        # ``ClientConnectionResetError``, which is both. Nobody is left to answer; stop reading.
-        upstream.close()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The client went away (the server's write raises ``ClientConnectionResetError``).
+        # Nobody is left to answer; stop reading.
+        conn.abort()
+        return response
+    except (UpstreamError, UpstreamTimeout) as exc:
         # The status line is gone already: the only honest signal left is a cut connection.
         _LOGGER.warning("upstream broke off a response mid-stream: %s", type(exc).__name__)
-        upstream.release()
+        conn.abort()
         if request.transport is not None:
             request.transport.close()
+        return response
+    except BaseException:
+        conn.abort()
+        raise
+    pool.release(conn)
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
     return response

@@ -15,11 +15,16 @@ from gateway.proxy.forwarder import forward
 from gateway.proxy.headers import request_headers_for_upstream
 from gateway.proxy.paths import PathError, normalise_path
 from gateway.proxy.routes import RouteTable
+from gateway.proxy.upstream_pool import UpstreamPool
 from gateway.proxy.websocket import is_websocket_upgrade, relay_websocket
 
 
 class ProxyHandler:
-    """Everything that is not the gateway's own API goes through here."""
+    """Everything that is not the gateway's own API goes through here.
+
+    Plain requests go out over ``pool`` (``upstream_pool.UpstreamPool``); WebSocket upgrades
+    over ``session`` (aiohttp's client, which speaks the WebSocket protocol).
+    """
 
     def __init__(
         self,
@@ -27,12 +32,14 @@ class ProxyHandler:
         trusted: TrustedProxies,
         service: AuthService,
         session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         max_body_size: int,
     ) -> None:
         self.table = table
         self.trusted = trusted
         self.service = service
         self.session = session
+        self.pool = pool
         self.max_body_size = max_body_size
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
@@ -66,20 +73,23 @@ class ProxyHandler:
             )
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        url = route.upstream_url(path, query)
         if is_websocket_upgrade(request):
             return await relay_websocket(
                 self.session,
                 request,
-                url,
+                route.upstream_url(path, query),
                 headers,
                 upstream_timeout=route.timeout,
                 max_msg_size=self.max_body_size,
             )
+        target = route.upstream_path(path)
+        if query:
+            target = f"{target}?{query}"
         return await forward(
-            self.session,
+            self.pool,
             request,
-            url,
+            route.origin,
+            target,
             headers,
             upstream_timeout=route.timeout,
             max_body_size=self.max_body_size,

@@ -22,9 +22,9 @@ Towards the upstream (``request_headers_for_upstream``):
 
 Towards the client (``response_headers_for_client``): hop-by-hop and ``Connection``-named headers
 and every ``Access-Control-*`` header are dropped (the edge CORS policy sets its own, SPEC §5).
-``Content-Length`` and ``Content-Encoding`` are kept as sent: the forwarder must therefore read
-the upstream body without decompressing it (``auto_decompress=False``) and drop
-``Content-Length`` itself if it ever changes the body.
+``Content-Length`` and ``Content-Encoding`` are kept as sent: the forwarder must therefore pass
+the upstream body on without decompressing it (its client, ``upstream_pool``, never does) and
+drop ``Content-Length`` itself if it ever changes the body.
 """
 
 from __future__ import annotations
@@ -85,7 +85,16 @@ _GATEWAY_OWNED: Final = frozenset(
 )
 """Canonical names of request headers whose client copies never reach the upstream."""
 
-_UNSAFE_VALUE_CHARS: Final = frozenset("\r\n\x00")
+_DROPPED_REQUEST: Final = HOP_BY_HOP | IDENTITY_HEADERS | _GATEWAY_OWNED
+"""Canonical names of every request header the loop of ``request_headers_for_upstream`` drops."""
+
+_NOTHING: Final[frozenset[str]] = frozenset()
+
+_USUAL_CONNECTION: Final = {
+    value: frozenset({value.lower()})
+    for value in ("keep-alive", "Keep-Alive", "close", "Close", "upgrade", "Upgrade")
+}
+"""``Connection`` values seen on almost every message, with their token sets made once."""
 
 
 def _canonical_name(name: str) -> str:
@@ -100,17 +109,19 @@ def is_identity_header(name: str) -> bool:
 
 def _connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
     """Lower-case header names listed in every ``Connection`` header of ``headers``."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return _NOTHING
+    if len(values) == 1 and (usual := _USUAL_CONNECTION.get(values[0])) is not None:
+        return usual
     return frozenset(
-        token.strip().lower()
-        for value in headers.getall("Connection", ())
-        for token in value.split(",")
-        if token.strip()
+        token.strip().lower() for value in values for token in value.split(",") if token.strip()
     )
 
 
 def _checked(name: str, value: str) -> str:
     """Return ``value``; raise ``ValueError`` if it could split or end a header line."""
-    if not _UNSAFE_VALUE_CHARS.isdisjoint(value):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"{name}: header value contains CR, LF or NUL")
     return value
 
@@ -135,36 +146,31 @@ def request_headers_for_upstream(
     ``false``.
     """
     connection_named = _connection_tokens(incoming)
-    client_host = incoming.get("Host")
-    forwarded_for = [
-        part
-        for value in incoming.getall(X_FORWARDED_FOR, ())
-        for part in (item.strip() for item in value.split(","))
-        if part
-    ]
-
-    out: CIMultiDict[str] = CIMultiDict()
-    out["Host"] = _checked("Host", (client_host or host) if preserve_host else upstream_host)
+    host_value = (incoming.get("Host") or host) if preserve_host else upstream_host
+    kept = [("Host", _checked("Host", host_value))]
     for name, value in incoming.items():
-        canonical = _canonical_name(name)
-        if (
-            canonical in HOP_BY_HOP
-            or canonical in IDENTITY_HEADERS
-            or canonical in _GATEWAY_OWNED
-            or name.lower() in connection_named
+        lower = name.lower()
+        if lower.replace("_", "-") in _DROPPED_REQUEST or (
+            connection_named and lower in connection_named
         ):
             continue
-        out.add(name, value)
+        kept.append((name, value))
 
-    forwarded_for.append(client_ip)
-    out[X_FORWARDED_FOR] = _checked(X_FORWARDED_FOR, ", ".join(forwarded_for))
-    out[X_FORWARDED_PROTO] = _checked(X_FORWARDED_PROTO, proto)
-    out[X_FORWARDED_HOST] = _checked(X_FORWARDED_HOST, host)
-    out[X_REQUEST_ID] = _checked(X_REQUEST_ID, request_id)
+    chain = incoming.getall(X_FORWARDED_FOR, ())
+    if chain:
+        parts = [part for value in chain for part in (item.strip() for item in value.split(","))]
+        forwarded_for = ", ".join([*(part for part in parts if part), client_ip])
+    else:
+        forwarded_for = client_ip
+    # Every name set below was dropped from the client's headers above, in every spelling.
+    kept.append((X_FORWARDED_FOR, _checked(X_FORWARDED_FOR, forwarded_for)))
+    kept.append((X_FORWARDED_PROTO, _checked(X_FORWARDED_PROTO, proto)))
+    kept.append((X_FORWARDED_HOST, _checked(X_FORWARDED_HOST, host)))
+    kept.append((X_REQUEST_ID, _checked(X_REQUEST_ID, request_id)))
     if principal_user_id is not None:
-        out[X_USER_ID] = str(principal_user_id)
-        out[X_IS_ADMIN] = "true" if principal_is_admin else "false"
-    return out
+        kept.append((X_USER_ID, str(principal_user_id)))
+        kept.append((X_IS_ADMIN, "true" if principal_is_admin else "false"))
+    return CIMultiDict(kept)
 
 
 def response_headers_for_client(upstream_headers: MultiMapping[str]) -> CIMultiDict[str]:

@@ -20,7 +20,7 @@ Matching rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from yarl import URL
@@ -62,6 +62,18 @@ class Route:
     strip_prefix: bool
     timeout: float
     preserve_host: bool
+    authority: str = field(init=False, repr=False, compare=False)
+    """``host[:port]`` of the upstream (IPv6 in brackets, default port omitted): its Host."""
+    origin: tuple[str, str, int] = field(init=False, repr=False, compare=False)
+    """``(scheme, host, port)``: the upstream connection pool's key."""
+
+    def __post_init__(self) -> None:
+        # Derived once here: both are read on every proxied request.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port != _DEFAULT_PORTS[self.scheme]:
+            host = f"{host}:{self.port}"
+        object.__setattr__(self, "authority", host)
+        object.__setattr__(self, "origin", (self.scheme, self.host, self.port))
 
     @classmethod
     def from_config(cls, cfg: RouteConfig) -> Route:
@@ -104,14 +116,6 @@ class Route:
             timeout=cfg.timeout,
             preserve_host=cfg.preserve_host,
         )
-
-    @property
-    def authority(self) -> str:
-        """``host[:port]`` of the upstream (IPv6 in brackets, default port omitted): its Host."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == _DEFAULT_PORTS[self.scheme]:
-            return host
-        return f"{host}:{self.port}"
 
     def allows(self, method: str) -> bool:
         """True when ``method`` (case-sensitive, as HTTP defines it) may use this route."""
