@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import signal
@@ -24,12 +25,24 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+async def _freeze_startup_heap(app: web.Application) -> None:
+    """Move everything allocated while starting out of the garbage collector's reach.
+
+    The ~100k long-lived objects of start-up (modules, SQLAlchemy, pydantic) were walked by
+    every full collection, a ~40 ms pause of the event loop that made the p99 latency.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _run_one(cfg: GatewayConfig, reuse_port: bool) -> None:
     from gateway.app import create_app
 
     _install_uvloop()
+    app = create_app(cfg, migrate_embedded=not reuse_port)
+    app.on_startup.append(_freeze_startup_heap)  # after every resource is up
     web.run_app(
-        create_app(cfg, migrate_embedded=not reuse_port),
+        app,
         host=cfg.server.host,
         port=cfg.server.port,
         reuse_port=reuse_port or None,

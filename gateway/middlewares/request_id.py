@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,7 +19,9 @@ def request_id_middleware() -> Middleware:
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         sent = request.headers.get(HEADER)
-        request[REQUEST_ID] = sent if sent is not None and _VALID.match(sent) else uuid.uuid4().hex
+        if sent is None or not _VALID.match(sent):
+            sent = os.urandom(16).hex()
+        request[REQUEST_ID] = sent
         return await handler(request)
 
     return request_id

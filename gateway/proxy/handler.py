@@ -59,6 +59,13 @@ class ProxyHandler:
             )
         principal = None if route.auth == "none" else await authenticate(request, self.service)
         authorize(route, principal)
+        if route.rate_limit is not None:
+            # Per user when there is one (anonymous callers: per IP), or per client IP.
+            if route.rate_key == "user" and principal is not None:
+                key = f"user:{principal.user_id}"
+            else:
+                key = f"ip:{self.trusted.client_ip(request)}"
+            await self.service.limiter.charge(route.rate_limit, key)
         try:
             headers = request_headers_for_upstream(
                 request.headers,

@@ -25,6 +25,7 @@ from typing import Final, Literal
 
 from yarl import URL
 
+from auth.ratelimit import Limit
 from config.model import RouteConfig
 from gateway.proxy.paths import PathError, normalise_path
 
@@ -62,6 +63,9 @@ class Route:
     strip_prefix: bool
     timeout: float
     preserve_host: bool
+    rate_limit: Limit | None = None
+    """Requests per window on this route, counted per ``rate_key``."""
+    rate_key: Literal["user", "ip"] = "user"
     authority: str = field(init=False, repr=False, compare=False)
     """``host[:port]`` of the upstream (IPv6 in brackets, default port omitted): its Host."""
     origin: tuple[str, str, int] = field(init=False, repr=False, compare=False)
@@ -115,6 +119,10 @@ class Route:
             strip_prefix=cfg.strip_prefix,
             timeout=cfg.timeout,
             preserve_host=cfg.preserve_host,
+            rate_limit=None
+            if cfg.rate_limit is None
+            else Limit.of(f"route:{cfg.name}", cfg.rate_limit),
+            rate_key=cfg.rate_limit.key if cfg.rate_limit is not None else "user",
         )
 
     def allows(self, method: str) -> bool:
