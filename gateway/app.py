@@ -68,7 +68,7 @@ def _proxy_context(cfg: GatewayConfig) -> Callable[[web.Application], AsyncItera
         pool = create_upstream_pool()
         services.proxy = ProxyHandler(
             RouteTable.from_config(cfg.routes),
-            TrustedProxies(cfg.server.trusted_proxies),
+            services.trusted,
             services.auth_service(),
             session,
             pool,
