@@ -7,6 +7,10 @@
                                                  # then busy and total ticks of CPUs P and W
     report.py tree PID...                        # the PIDs and all their descendants
     report.py check-echo --user-id N --admin B   # stdin: request head seen by the upstream
+    report.py readyz                             # stdin: the gateway's /readyz JSON, summed up
+    report.py redis-ping HOST PORT               # exit 0 if a Redis answers PING there
+    report.py redis-version HOST PORT            # redis_version of that server
+    report.py redis-clean HOST PORT PREFIX       # delete every key starting with PREFIX
     report.py summarize WORKDIR OUT_JSON         # parse the wrk runs, print the table, write JSON
 
 CPU time is utime+stime (+cutime+cstime, so that children reaped during a run still count)
@@ -26,13 +30,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("direct", "nginx", "haproxy", "gateway")
+TARGETS = ("direct", "nginx", "haproxy", "gateway", "gateway-norevoke")
+GATEWAYS = ("gateway", "gateway-norevoke")
+NAME_WIDTH = max(map(len, TARGETS)) + 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Targets of issue #3 for one gateway worker on one core.
 TARGET_RATIO_HAPROXY = 0.35
 TARGET_CPU_US = 80.0
 TARGET_P99_MS = 5.0
+# Issue #4: req/s with revocation checks on within 10% of it with them off.
+TARGET_RATIO_NOREVOKE = 0.90
 # "Other" CPU (not ours) on a benchmark core above which the table warns.
 NOISE_WARN_PERCENT = 10.0
 
@@ -293,28 +301,54 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def ratios(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """gateway/haproxy and gateway/nginx req/s: of the medians, and round by round."""
+    """gateway over haproxy, nginx and gateway-norevoke: of the medians, and round by round.
+
+    ``gateway/<peer>`` is the req/s ratio; ``gateway/gateway-norevoke cpu`` is the ratio of
+    the CPU µs per request (above 1: the revocation checks cost CPU).
+    """
     out: dict[str, Any] = {}
-    gateway = summary["gateway"]["rps"]
-    for peer in ("haproxy", "nginx"):
-        other = summary[peer]["rps"]
-        key = f"gateway/{peer}"
-        out[key] = round(gateway / other, 3) if gateway and other else None
+    rounds = sorted({run["round"] for run in runs})
+    pairs = [
+        ("gateway/haproxy", "haproxy", "rps"),
+        ("gateway/nginx", "nginx", "rps"),
+        ("gateway/gateway-norevoke", "gateway-norevoke", "rps"),
+        ("gateway/gateway-norevoke cpu", "gateway-norevoke", "proxy_cpu_us_per_req"),
+    ]
+    for key, peer, metric in pairs:
+        mine, other = summary["gateway"][metric], summary[peer][metric]
+        out[key] = round(mine / other, 3) if mine and other else None
         per_round = []
-        for round_no in sorted({run["round"] for run in runs}):
-            mine = {
-                run["target"]: run["rps"]
+        for round_no in rounds:
+            values = {
+                run["target"]: run[metric]
                 for run in runs
                 if run["round"] == round_no and run["valid"]
             }
-            if mine.get("gateway") and mine.get(peer):
-                per_round.append(round(mine["gateway"] / mine[peer], 3))
+            if values.get("gateway") and values.get(peer):
+                per_round.append(round(values["gateway"] / values[peer], 3))
         out[f"{key} per round"] = per_round
     return out
 
 
+def revocation_verdict(ratio: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue #4: checks on within 10% of checks off, in req/s and in CPU per request.
+
+    req/s: gateway/gateway-norevoke ≥ 0.90. CPU: the same "≥ 0.90" on requests per CPU
+    second, i.e. gateway/gateway-norevoke CPU µs/req ≤ 1/0.90 (1.111).
+    """
+    rps, cpu = ratio["gateway/gateway-norevoke"], ratio["gateway/gateway-norevoke cpu"]
+    return {
+        "rps": None if rps is None else rps >= TARGET_RATIO_NOREVOKE,
+        "cpu": None if cpu is None else cpu <= 1 / TARGET_RATIO_NOREVOKE,
+    }
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _verdict(ok: bool | None, bound: str) -> str:
+    return f"{'n/a' if ok is None else 'PASS' if ok else 'FAIL'} ({bound})"
 
 
 def print_table(
@@ -325,7 +359,7 @@ def print_table(
     sanity: list[dict[str, Any]],
 ) -> None:
     print()
-    for target in ("haproxy", "gateway"):
+    for target in ("haproxy", *GATEWAYS):
         done = [check for check in sanity if check["target"] == target]
         if done:
             failed = [check["check"] for check in done if not check["ok"]]
@@ -338,7 +372,7 @@ def print_table(
         f"wrk on CPU {meta.get('wrk_cpu', '?')})"
     )
     header = (
-        f"{'target':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'target':<{NAME_WIDTH}}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'proxy µs/req':>14}{'proxy CPU%':>12}{'upstr µs/req':>14}{'core busy%':>12}"
         f"{'noise% p/w':>12}{'errors':>8}"
     )
@@ -360,13 +394,13 @@ def print_table(
                 reason = f"no valid run: {row['errors']} errors (non-2xx or socket)" + (
                     f"; a valid token got HTTP {seen[0]} in the sanity check" if seen else ""
                 )
-            print(f"{target:<9}  n/a — {reason}")
+            print(f"{target:<{NAME_WIDTH}}  n/a — {reason}")
             continue
         other = (
             f"{_fmt(row['proxy_core_other_percent'], '.0f')}/{_fmt(row['wrk_wait_percent'], '.0f')}"
         )
         print(
-            f"{target:<9}{_fmt(row['rps'], ',.0f'):>10}{_fmt(row['p50_ms'], '.2f'):>9}"
+            f"{target:<{NAME_WIDTH}}{_fmt(row['rps'], ',.0f'):>10}{_fmt(row['p50_ms'], '.2f'):>9}"
             f"{_fmt(row['p99_ms'], '.2f'):>9}{_fmt(row['proxy_cpu_us_per_req'], '.1f'):>14}"
             f"{_fmt(row['proxy_cpu_percent'], '.0f'):>12}"
             f"{_fmt(row['upstream_cpu_us_per_req'], '.1f'):>14}"
@@ -388,10 +422,19 @@ def print_table(
             + ", ".join(noisy)
             + " — these figures are disturbed; rerun on a quiet machine."
         )
-    for key in ("gateway/haproxy", "gateway/nginx"):
+    issue4 = revocation_verdict(ratio)
+    lines = [
+        ("gateway/haproxy", "req/s", ""),
+        ("gateway/nginx", "req/s", ""),
+        ("gateway/gateway-norevoke", "req/s", _verdict(issue4["rps"], "≥ 0.90")),
+        ("gateway/gateway-norevoke cpu", "CPU µs/req", _verdict(issue4["cpu"], "≤ 1.111")),
+    ]
+    for key, unit, mark in lines:
         per_round = ", ".join(f"{value:.3f}" for value in ratio[f"{key} per round"])
+        label = f"{key.removesuffix(' cpu')} {unit}:"
         print(
-            f"{key + ' req/s:':<24}{_fmt(ratio[key], '.3f'):>7}"
+            f"{label:<37}{_fmt(ratio[key], '.3f'):>7}"
+            + (f"  {mark}" if mark else "")
             + (f"   (per round: {per_round})" if per_round else "")
         )
     gateway = summary["gateway"]
@@ -447,6 +490,11 @@ def cmd_summarize(workdir: Path, out_json: Path) -> int:
             "gateway cpu us/req <=": TARGET_CPU_US,
             "gateway p99 ms <=": TARGET_P99_MS,
         },
+        "targets_issue_4": {
+            "gateway/gateway-norevoke req/s >=": TARGET_RATIO_NOREVOKE,
+            "gateway/gateway-norevoke cpu us/req <=": round(1 / TARGET_RATIO_NOREVOKE, 3),
+            "pass": revocation_verdict(ratio),
+        },
         "runs": runs,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -480,6 +528,107 @@ def cmd_free_ports(count: int) -> int:
     print(" ".join(str(sock.getsockname()[1]) for sock in sockets))
     for sock in sockets:
         sock.close()
+    return 0
+
+
+def cmd_readyz(body: str) -> str:
+    """``status=ready store=redis synced=true`` from a /readyz answer (store: its status)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "status=unknown (no JSON from /readyz)"
+    store = data.get("store") or {}
+    words = [f"status={data.get('status', '?')}", f"store={store.get('backend', 'in-process')}"]
+    if "synced" in store:
+        words.append(f"synced={str(store['synced']).lower()}")
+    return " ".join(words)
+
+
+class Resp:
+    """A minimal Redis (RESP2) client: enough for PING, SCAN and DEL."""
+
+    def __init__(self, host: str, port: int, timeout: float = 2.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.buf.close()
+        self.sock.close()
+
+    def call(self, *args: str) -> Any:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(parts))
+        return self._reply()
+
+    def _reply(self) -> Any:
+        line = self.buf.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(f"Redis: {rest.decode()}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            data = self.buf.read(size + 2)
+            return data[:-2]
+        if kind == b"*":
+            count = int(rest)
+            return None if count < 0 else [self._reply() for _ in range(count)]
+        raise RuntimeError(f"unexpected Redis reply {line!r}")
+
+
+def cmd_redis_ping(host: str, port: int) -> int:
+    try:
+        client = Resp(host, port, timeout=1.0)
+        try:
+            return 0 if client.call("PING") == "PONG" else 1
+        finally:
+            client.close()
+    except (OSError, RuntimeError, ValueError):
+        return 1
+
+
+def cmd_redis_version(host: str, port: int) -> int:
+    client = Resp(host, port)
+    try:
+        info = client.call("INFO", "server").decode()
+    finally:
+        client.close()
+    match = re.search(r"^redis_version:(\S+)", info, re.MULTILINE)
+    print(match.group(1) if match else "unknown")
+    return 0
+
+
+def cmd_redis_clean(host: str, port: int, prefix: str) -> int:
+    """Delete every key starting with PREFIX (glob characters in it are escaped)."""
+    if not prefix:
+        print("redis-clean: refusing an empty prefix", file=sys.stderr)
+        return 2
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    client = Resp(host, port)
+    deleted = 0
+    try:
+        cursor = "0"
+        while True:
+            cursor_raw, keys = client.call("SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
+            names = [key.decode() for key in keys if key.decode().startswith(prefix)]
+            if names:
+                deleted += int(client.call("DEL", *names))
+            cursor = cursor_raw.decode()
+            if cursor == "0":
+                break
+    finally:
+        client.close()
+    print(deleted)
     return 0
 
 
@@ -535,6 +684,15 @@ def main(argv: list[str]) -> int:
         verdict = cmd_check_echo(sys.stdin.read(), args[1], args[3])
         print(verdict)
         return 0 if verdict.startswith("X-User-Id=") else 1
+    if command == "readyz" and not args:
+        print(cmd_readyz(sys.stdin.read()))
+        return 0
+    if command == "redis-ping" and len(args) == 2:
+        return cmd_redis_ping(args[0], int(args[1]))
+    if command == "redis-version" and len(args) == 2:
+        return cmd_redis_version(args[0], int(args[1]))
+    if command == "redis-clean" and len(args) == 3:
+        return cmd_redis_clean(args[0], int(args[1]), args[2])
     if command == "summarize" and len(args) == 2:
         return cmd_summarize(Path(args[0]), Path(args[1]))
     print(__doc__, file=sys.stderr)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark of the gateway against a direct upstream, nginx (plain proxy) and haproxy (JWT edge).
+# Benchmark of the gateway against a direct upstream, nginx (plain proxy) and haproxy (JWT edge),
+# and against itself with revocation checks off (gateway-norevoke).
 # One command; see bench/README.md. Everything listens on 127.0.0.1 only, runs in the
 # foreground under this script, and is killed on exit (trap). Settings come from the environment:
 #   DURATION=10s ROUNDS=3 CONNECTIONS=50 THREADS=1 WARMUP=2s PROXY_CPU=0 WRK_CPU=1
-#   VENV=<repo>/.venv GATEWAY_START_TIMEOUT=15 TARGETS="direct nginx haproxy gateway"
+#   VENV=<repo>/.venv GATEWAY_START_TIMEOUT=15
+#   TARGETS="direct nginx haproxy gateway gateway-norevoke"
+#   BENCH_REDIS=1 if a Redis answers on 127.0.0.1:6379, else 0 (the gateways use it)
 #   NICE=-10 (as root; 0 otherwise)
 #   RESULTS=bench/results/latest.json KEEP_WORKDIR=0 GATEWAY_JWT_SECRET=<random if unset>
 set -euo pipefail
@@ -19,7 +22,7 @@ WARMUP=${WARMUP:-2s}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 GATEWAY_START_TIMEOUT=${GATEWAY_START_TIMEOUT:-15}
-TARGETS=${TARGETS:-"direct nginx haproxy gateway"}
+TARGETS=${TARGETS:-"direct nginx haproxy gateway gateway-norevoke"}
 RESULTS=${RESULTS:-$BENCH_DIR/results/latest.json}
 BENCH_EMAIL=bench@example.com
 BENCH_PASSWORD=bench-password-123
@@ -42,6 +45,12 @@ to_secs() {
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got $ROUNDS)"
 DURATION_S=$(to_secs "$DURATION")
 WARMUP_S=$(to_secs "$WARMUP")
+for target in $TARGETS; do
+  case $target in
+    direct | nginx | haproxy | gateway | gateway-norevoke) ;;
+    *) die "unknown target in TARGETS: $target (direct nginx haproxy gateway gateway-norevoke)" ;;
+  esac
+done
 
 # ------------------------------------------------------------------ 1. tools (idempotent)
 ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
@@ -75,6 +84,24 @@ if [ ! -x "$PY" ]; then
 fi
 REPORT=("$PY" "$BENCH_DIR/report.py")
 TOKENS=("$PY" "$BENCH_DIR/tokens.py")
+
+# Redis for both gateways (BENCH_REDIS=1): revocations then come through the Redis mirror fed by
+# pub/sub, the path of a replica; keys live under a per-run prefix, deleted at exit.
+REDIS_HOST=127.0.0.1 REDIS_PORT=6379
+if [ -z "${BENCH_REDIS:-}" ]; then
+  BENCH_REDIS=0
+  "${REPORT[@]}" redis-ping "$REDIS_HOST" "$REDIS_PORT" && BENCH_REDIS=1
+fi
+case $BENCH_REDIS in
+  1)
+    "${REPORT[@]}" redis-ping "$REDIS_HOST" "$REDIS_PORT" ||
+      die "BENCH_REDIS=1 but no Redis answers on $REDIS_HOST:$REDIS_PORT"
+    REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT/0"
+    REDIS_PREFIX="bench-$(od -An -tx1 -N6 /dev/urandom | tr -d ' \n'):"
+    ;;
+  0) REDIS_URL=null REDIS_PREFIX="gateway:" ;;
+  *) die "BENCH_REDIS must be 0 or 1 (got $BENCH_REDIS)" ;;
+esac
 
 ncpu=$(nproc)
 if [ "$ncpu" -ge 2 ]; then
@@ -163,6 +190,10 @@ cleanup() {
     for pid in $tree; do kill -KILL "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
   fi
+  if [ "$BENCH_REDIS" = 1 ]; then
+    "${REPORT[@]}" redis-clean "$REDIS_HOST" "$REDIS_PORT" "$REDIS_PREFIX" >/dev/null 2>&1 ||
+      warn "could not delete the Redis keys $REDIS_PREFIX* on $REDIS_HOST:$REDIS_PORT"
+  fi
   if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
     log "work dir kept: $WORK"
   else
@@ -209,11 +240,16 @@ last_line() {  # the last non-blank line of a log, or "empty log"
   echo "${line:-empty log}"
 }
 
-read -r UP_PORT NGINX_PORT HAPROXY_PORT GATEWAY_PORT < <("${REPORT[@]}" free-ports 4)
+read -r UP_PORT NGINX_PORT HAPROXY_PORT GATEWAY_PORT NOREVOKE_PORT < <("${REPORT[@]}" free-ports 5)
 NGINX_USER=""
 [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
 
-log "bench: work dir $WORK; ports upstream $UP_PORT, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, gateway $GATEWAY_PORT"
+log "bench: work dir $WORK; ports upstream $UP_PORT, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, gateway $GATEWAY_PORT, gateway-norevoke $NOREVOKE_PORT"
+if [ "$BENCH_REDIS" = 1 ]; then
+  log "bench: gateways use Redis $REDIS_URL, key prefix $REDIS_PREFIX (BENCH_REDIS=1)"
+else
+  log "bench: gateways use the in-process store, no Redis (BENCH_REDIS=0)"
+fi
 log "bench: proxies + upstream pinned to CPU $PROXY_CPU, wrk to CPU $WRK_CPU ($ncpu CPUs), nice $NICE; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # (a) FAST upstream
@@ -255,22 +291,44 @@ else
 fi
 URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT"
 
-# (d) the gateway
+# (d) the gateway, and (e) the same with revocation checks off: same database (the SQLite file
+# of the temp dir), same Redis and prefix, same upstream, its own port. Started one after the
+# other: the first one migrates the database.
 URL[gateway]="http://127.0.0.1:$GATEWAY_PORT"
+URL[gateway-norevoke]="http://127.0.0.1:$NOREVOKE_PORT"
+declare -A CONFIG_OF=([gateway]="$WORK/gateway.yaml" [gateway-norevoke]="$WORK/gateway-norevoke.yaml")
+render gateway.yaml.tmpl "${CONFIG_OF[gateway]}" "DIR=$WORK" "GATEWAY_PORT=$GATEWAY_PORT" \
+  "UPSTREAM_PORT=$UP_PORT" "REDIS_URL=$REDIS_URL" "REDIS_PREFIX=$REDIS_PREFIX" \
+  "REVOCATION_CHECKS=true"
+render gateway.yaml.tmpl "${CONFIG_OF[gateway-norevoke]}" "DIR=$WORK" \
+  "GATEWAY_PORT=$NOREVOKE_PORT" "UPSTREAM_PORT=$UP_PORT" "REDIS_URL=$REDIS_URL" \
+  "REDIS_PREFIX=$REDIS_PREFIX" "REVOCATION_CHECKS=false"
 GATEWAY_TOKEN_SOURCE=none
-if [[ " $TARGETS " == *" gateway "* ]]; then
-  render gateway.yaml.tmpl "$WORK/gateway.yaml" "DIR=$WORK" "GATEWAY_PORT=$GATEWAY_PORT" \
-    "UPSTREAM_PORT=$UP_PORT"
-  start gateway "$WORK/gateway.log" "$PY" -m gateway serve --config "$WORK/gateway.yaml"
-  if wait_http gateway "${URL[gateway]}/api/v1/auth/me" "$GATEWAY_START_TIMEOUT"; then
-    STATUS[gateway]=ok
+for target in gateway gateway-norevoke; do
+  if [[ " $TARGETS " == *" $target "* ]]; then
+    start "$target" "$WORK/$target.log" "$PY" -m gateway serve --config "${CONFIG_OF[$target]}"
+    if wait_http "$target" "${URL[$target]}/api/v1/auth/me" "$GATEWAY_START_TIMEOUT"; then
+      STATUS[$target]=ok
+    else
+      STATUS[$target]="not available ($WHY: $(last_line "$WORK/$target.log"))"
+    fi
   else
-    STATUS[gateway]="not available ($WHY: $(last_line "$WORK/gateway.log"))"
+    STATUS[$target]="not available (not in TARGETS)"
   fi
-else
-  STATUS[gateway]="not available (not in TARGETS)"
-fi
-for target in nginx haproxy gateway; do
+done
+# What each gateway says of its store: with BENCH_REDIS=1, the revocation mirror must follow
+# Redis (synced) for "checks on" to be the replica path.
+declare -A READY=()
+for target in gateway gateway-norevoke; do
+  [ "${STATUS[$target]}" = ok ] || continue
+  READY[$target]=$({ curl -s --max-time 5 "${URL[$target]}/readyz" 2>/dev/null || true; } |
+    "${REPORT[@]}" readyz)
+  log "bench: $target /readyz: ${READY[$target]}"
+  if [ "$BENCH_REDIS" = 1 ] && [[ ${READY[$target]} != *"store=redis synced=true"* ]]; then
+    warn "$target does not follow Redis (${READY[$target]}): checks on are not the replica path"
+  fi
+done
+for target in nginx haproxy gateway gateway-norevoke; do
   [ "${STATUS[$target]}" = ok ] || log "$target: ${STATUS[$target]}"
 done
 
@@ -278,11 +336,17 @@ done
 TOKEN=$("${TOKENS[@]}" mint --user-id 42) || die "cannot mint a token with $PY (pyjwt missing?)"
 ADMIN_TOKEN=$("${TOKENS[@]}" mint --user-id 7 --admin)
 GATEWAY_TOKEN="" GATEWAY_REFRESH="" GATEWAY_UID=""
-if [ "${STATUS[gateway]}" = ok ]; then
+# Both gateways share the database and the secret: one user, one login (on `gateway`, or on
+# `gateway-norevoke` when it runs alone), one token for both.
+LOGIN_ON=""
+for target in gateway gateway-norevoke; do
+  if [ -z "$LOGIN_ON" ] && [ "${STATUS[$target]}" = ok ]; then LOGIN_ON=$target; fi
+done
+if [ -n "$LOGIN_ON" ]; then
   create_out=$(cd "$REPO" && timeout 60 "${PIN_WRK[@]}" "$PY" -m gateway users create \
-      --config "$WORK/gateway.yaml" --email "$BENCH_EMAIL" --password "$BENCH_PASSWORD" \
+      --config "${CONFIG_OF[$LOGIN_ON]}" --email "$BENCH_EMAIL" --password "$BENCH_PASSWORD" \
       --verified 2>&1) || warn "gateway users create failed: $(tail -n 1 <<<"$create_out")"
-  if login_out=$("${TOKENS[@]}" login "${URL[gateway]}" "$BENCH_EMAIL" "$BENCH_PASSWORD" 2>&1); then
+  if login_out=$("${TOKENS[@]}" login "${URL[$LOGIN_ON]}" "$BENCH_EMAIL" "$BENCH_PASSWORD" 2>&1); then
     { read -r GATEWAY_TOKEN; read -r GATEWAY_REFRESH; read -r GATEWAY_UID; } <<<"$login_out"
     GATEWAY_TOKEN_SOURCE=login
   else
@@ -305,7 +369,7 @@ expect() {
   ok=FAIL
   [ "$code" = "$expected" ] && ok=ok
   printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$check" "$expected" "$code" "$ok" >>"$WORK/sanity.tsv"
-  printf '  %-8s %-40s expect %s, got %-3s %s\n' "$target" "$check" "$expected" "$code" "$ok"
+  printf '  %-16s %-40s expect %s, got %-3s %s\n' "$target" "$check" "$expected" "$code" "$ok"
 }
 # echo_check TARGET CHECK TOKEN USER_ID ADMIN : forged identity headers must not get through.
 echo_check() {
@@ -318,7 +382,7 @@ echo_check() {
   fi
   printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$check" "X-User-Id=$uid X-Is-Admin=$admin" \
     "$verdict" "$ok" >>"$WORK/sanity.tsv"
-  printf '  %-8s %-40s %s  %s\n' "$target" "$check" "$verdict" "$ok"
+  printf '  %-16s %-40s %s  %s\n' "$target" "$check" "$verdict" "$ok"
 }
 sanity_suite() {  # TARGET VALID_TOKEN USER_ID [REFRESH_TOKEN]
   local target=$1 valid=$2 uid=$3 refresh=${4:-}
@@ -340,10 +404,14 @@ if [ "${STATUS[haproxy]}" = ok ]; then
   sanity_suite haproxy "$TOKEN" 42
   echo_check haproxy "admin token -> X-Is-Admin: true" "$ADMIN_TOKEN" 7 true
 fi
-if [ "${STATUS[gateway]}" = ok ]; then
-  sanity_suite gateway "$GATEWAY_TOKEN" "$GATEWAY_UID" "$GATEWAY_REFRESH"
-fi
-for target in haproxy gateway; do
+# gateway-norevoke gets the same suite: signature, alg, exp and token_type are still checked
+# with revocation checks off (a revoked token would pass there; not tested, by design).
+for target in gateway gateway-norevoke; do
+  if [ "${STATUS[$target]}" = ok ]; then
+    sanity_suite "$target" "$GATEWAY_TOKEN" "$GATEWAY_UID" "$GATEWAY_REFRESH"
+  fi
+done
+for target in haproxy gateway gateway-norevoke; do
   failed=$(awk -F'\t' -v t="$target" '$1 == t && $5 != "ok"' "$WORK/sanity.tsv" | wc -l)
   ((failed == 0)) || warn "$target failed $failed sanity check(s): its numbers are not comparable"
 done
@@ -372,12 +440,21 @@ done
   echo "autogroup=$AUTOGROUP"
   echo "targets=$TARGETS"
   echo "gateway_token=$GATEWAY_TOKEN_SOURCE"
+  echo "gateway_login_on=${LOGIN_ON:-none}"
+  echo "bench_redis=$BENCH_REDIS"
+  echo "readyz_gateway=${READY[gateway]:--}"
+  echo "readyz_gateway_norevoke=${READY[gateway-norevoke]:--}"
+  echo "redis_url=$REDIS_URL"
+  if [ "$BENCH_REDIS" = 1 ]; then
+    echo "redis_key_prefix=$REDIS_PREFIX"
+    echo "redis_server=$("${REPORT[@]}" redis-version "$REDIS_HOST" "$REDIS_PORT" 2>/dev/null || echo unknown)"
+  fi
 } >"$WORK/meta.env"
 
 token_for() {
   case $1 in
-    gateway) echo "$GATEWAY_TOKEN" ;;
-    *) echo "$TOKEN" ;;   # direct and nginx ignore it; same request bytes for every target
+    gateway | gateway-norevoke) echo "$GATEWAY_TOKEN" ;;
+    *) echo "$TOKEN" ;;   # direct and nginx ignore it (same request shape for every target)
   esac
 }
 # CHILD_MS := CPU milliseconds (user+sys) of this shell's reaped children so far; around one
@@ -449,11 +526,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
       "$before" "$after" "$((wrk_after - wrk_before))" "$WRK_WAIT_NS" >>"$WORK/runs.tsv"
     rps=$(awk '/^Requests\/sec/ {print $2}' "$out")
     bad=$(awk '/^  Non-2xx/ {print " non-2xx: " $NF}' "$out")
-    log "round $round/$ROUNDS $(printf '%-8s' "$target") ${rps:-?} req/s$bad"
+    log "round $round/$ROUNDS $(printf '%-16s' "$target") ${rps:-?} req/s$bad"
   done
 done
 
-for target in direct nginx haproxy gateway; do
+for target in direct nginx haproxy gateway gateway-norevoke; do
   printf '%s\t%s\n' "$target" "${STATUS[$target]:-not available (not in TARGETS)}"
 done >"$WORK/status.tsv"
 "${REPORT[@]}" summarize "$WORK" "$RESULTS"
