@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -10,6 +11,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 REQUEST_ID = web.RequestKey("request_id", str)
 HEADER = "X-Request-Id"
+# A random per-process prefix and a counter: unique across processes and restarts without a
+# getrandom() system call per request (ids need to be unique, not secret).
+_PREFIX = os.urandom(10).hex()
+_COUNTER = itertools.count(1)
 _VALID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
@@ -20,7 +25,7 @@ def request_id_middleware() -> Middleware:
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         sent = request.headers.get(HEADER)
         if sent is None or not _VALID.match(sent):
-            sent = os.urandom(16).hex()
+            sent = f"{_PREFIX}{next(_COUNTER):012x}"
         request[REQUEST_ID] = sent
         return await handler(request)
 
