@@ -102,6 +102,9 @@ def _auth_context(
         follower: asyncio.Task[None] | None = None
         try:
             await store.start()
+            # The dummy hash unknown emails are checked against exists before the first login,
+            # so even the first such login costs one bcrypt check, like a wrong password.
+            await hasher.verify_dummy("warm-up")
             try:
                 await service.feed.poll()
             except Exception as exc:
