@@ -26,7 +26,6 @@ class Services:
     auth: AuthService | None = None
     proxy: ProxyHandler | None = None
     trusted: TrustedProxies = field(default_factory=lambda: TrustedProxies([]))
-    extra: dict[str, object] = field(default_factory=dict)
 
     def auth_service(self) -> AuthService:
         """The AuthService; only valid after start-up."""

@@ -34,15 +34,6 @@ USERS = f"{AUTH}/users"
 CODE_SENT = {"message": "verification code has been sent"}
 RESET_SENT = {"message": "password reset email has been sent"}
 RESET_DONE = {"message": "password has been reset"}
-ENVELOPE_KEYS = {"isSuccess", "statusCode", "data", "errors", "timestamp"}
-GENERAL = {
-    400: "Validation failed",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Resource not found",
-    409: "Resource already exists or cannot be changed in its current state",
-    429: "Too many requests",
-}
 LOGIN_KEYS = {"access_token", "refresh_token", "expires_in", "refresh_expires_in", "user"}
 # Headers that differ between any two answers, whatever the address asked about.
 VOLATILE_HEADERS = frozenset({"date", "x-request-id"})
@@ -66,20 +57,6 @@ def engine_of(client: Client) -> AsyncEngine:
 async def drain(client: Client) -> None:
     """Wait until every mail the gateway queued has reached the SMTP sink."""
     await service_of(client).mailer.drain()
-
-
-async def envelope(resp: ClientResponse, status: int) -> list[str]:
-    """Assert ``resp`` is the error envelope for ``status``; return its ``errors``."""
-    raw = await resp.text()
-    assert resp.status == status, raw
-    body = json.loads(raw)
-    assert set(body) == ENVELOPE_KEYS, body
-    assert body["isSuccess"] is False
-    assert body["statusCode"] == status
-    assert body["data"] is None
-    assert body["errors"][0] == GENERAL[status]
-    errors: list[str] = body["errors"]
-    return errors
 
 
 async def ok(resp: ClientResponse, status: int = 200) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from auth.models import EmailCode, RegistrationToken, User
 from config import ConfigError
 from gateway.app import create_app
+from tests.fixtures.envelopes import envelope
 from tests.fixtures.factories import DEFAULT_PASSWORD, create_user, login
 from tests.fixtures.gateway import MakeConfig
 from tests.fixtures.smtp import Mailbox, text_body
@@ -33,7 +34,6 @@ from tests.integration.account_helpers import (
     code_in,
     drain,
     engine_of,
-    envelope,
     html_body,
     ok,
     request_code,

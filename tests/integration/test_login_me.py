@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.models import User
 from gateway.appkeys import SERVICES
+from tests.fixtures.envelopes import compact, envelope
 from tests.fixtures.factories import DEFAULT_PASSWORD, create_user, login
 from tests.fixtures.gateway import TEST_SECRET
 
@@ -31,13 +31,6 @@ EMAIL = "beyhan@beyhan.dev"
 ACCESS_TTL = 7200
 REFRESH_TTL = 2592000
 JSON_UTF8 = "application/json; charset=utf-8"
-ENVELOPE_KEYS = {"isSuccess", "statusCode", "data", "errors", "timestamp"}
-TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-GENERAL = {
-    400: "Validation failed",
-    401: "Unauthorized",
-    403: "Forbidden",
-}
 CLAIMS = {
     "user_id",
     "email",
@@ -50,30 +43,6 @@ CLAIMS = {
     "iat",
     "jti",
 }
-
-
-def compact(data: Any) -> bytes:
-    """The exact bytes of the seed bodies: compact, sorted keys, raw UTF-8."""
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
-async def envelope(resp: ClientResponse, status: int) -> list[str]:
-    """Assert ``resp`` is the error envelope for ``status``; return its ``errors``."""
-    raw = await resp.text()
-    assert resp.status == status, raw
-    assert resp.content_type == "application/json"
-    body = json.loads(raw)
-    assert set(body) == ENVELOPE_KEYS, body
-    assert body["isSuccess"] is False
-    assert body["statusCode"] == status
-    assert body["data"] is None
-    assert TIMESTAMP_RE.match(body["timestamp"]), body["timestamp"]
-    errors = body["errors"]
-    assert isinstance(errors, list)
-    assert errors[0] == GENERAL[status]
-    if status == 401:
-        assert resp.headers.get("WWW-Authenticate", "").startswith("Bearer"), resp.headers
-    return [str(e) for e in errors]
 
 
 def engine_of(client: Client) -> AsyncEngine:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from auth.models import OneTimeToken, User
+from tests.fixtures.envelopes import envelope
 from tests.fixtures.factories import DEFAULT_PASSWORD, create_user, login
 from tests.fixtures.smtp import Mailbox, text_body
 from tests.integration.account_helpers import (
@@ -29,7 +30,6 @@ from tests.integration.account_helpers import (
     bearer,
     drain,
     engine_of,
-    envelope,
     html_body,
     ok,
     request_code,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth.models import OneTimeToken, User
 from gateway.appkeys import SERVICES
+from tests.fixtures.envelopes import compact, envelope
 from tests.fixtures.factories import create_user
 from tests.fixtures.smtp import Mailbox, text_body
 
@@ -34,15 +35,6 @@ REGISTERED = "registration successful, please verify your email before login"
 VERIFIED = {"message": "email verified successfully"}
 RESENT = {"message": "verification email has been sent"}
 DEFAULT_VERIFY_URL = "http://localhost:8080/api/v1/auth/verify-email?token="
-ENVELOPE_KEYS = {"isSuccess", "statusCode", "data", "errors", "timestamp"}
-TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-GENERAL = {
-    400: "Validation failed",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Resource not found",
-    409: "Resource already exists or cannot be changed in its current state",
-}
 
 PASSWORD = "s3cret-Passw0rd"
 EMAIL = "beyhan@beyhan.dev"
@@ -60,29 +52,6 @@ def registration(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-def compact(data: Any) -> bytes:
-    """The exact bytes of the seed bodies: compact, sorted keys, raw UTF-8."""
-    return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
-async def envelope(resp: ClientResponse, status: int) -> list[str]:
-    """Assert ``resp`` is the error envelope for ``status``; return its ``errors``."""
-    raw = await resp.text()
-    assert resp.status == status, raw
-    assert resp.content_type == "application/json"
-    body = json.loads(raw)
-    assert set(body) == ENVELOPE_KEYS, body
-    assert body["isSuccess"] is False
-    assert body["statusCode"] == status
-    assert body["data"] is None
-    assert TIMESTAMP_RE.match(body["timestamp"]), body["timestamp"]
-    errors = body["errors"]
-    assert isinstance(errors, list)
-    assert all(isinstance(e, str) for e in errors)
-    assert errors[0] == GENERAL[status]
-    return errors
 
 
 def fields_in(details: list[str]) -> set[str]:

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
 from auth.models import AuthSession, User
+from tests.fixtures.envelopes import envelope
 from tests.fixtures.factories import DEFAULT_PASSWORD, create_user, login
 from tests.fixtures.smtp import Mailbox
 from tests.fixtures.upstream import upstream_base
@@ -22,7 +23,6 @@ from tests.integration.account_helpers import (
     GatewayClient,
     bearer,
     engine_of,
-    envelope,
     ok,
     service_of,
 )
