@@ -41,16 +41,30 @@ def _run_one(cfg: GatewayConfig, reuse_port: bool) -> None:
     _install_uvloop()
     app = create_app(cfg, migrate_embedded=not reuse_port)
     app.on_startup.append(_freeze_startup_heap)  # after every resource is up
-    web.run_app(
+    asyncio.run(_serve(app, cfg, reuse_port))
+
+
+async def _serve(app: web.Application, cfg: GatewayConfig, reuse_port: bool) -> None:
+    """Listen through the edge (``gateway.edge``) until SIGINT or SIGTERM, then shut down."""
+    from gateway.edge.server import GatewayRunner
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = GatewayRunner(
         app,
-        host=cfg.server.host,
-        port=cfg.server.port,
-        reuse_port=reuse_port or None,
         access_log=logging.getLogger("gateway.access") if cfg.server.access_log else None,
-        shutdown_timeout=cfg.server.shutdown_timeout,
         handler_cancellation=True,
-        print=None,
+        shutdown_timeout=cfg.server.shutdown_timeout,
     )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_port=reuse_port or None)
+        await site.start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def serve(cfg: GatewayConfig) -> int:

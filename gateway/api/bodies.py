@@ -60,7 +60,11 @@ def _depth(value: Any, level: int = 1) -> int:
 
 def bearer_token(request: web.Request) -> str | None:
     """The token of ``Authorization: Bearer <token>``, or None when there is no such header."""
-    header = request.headers.get("Authorization")
+    return bearer_from_header(request.headers.get("Authorization"))
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    """The token of an ``Authorization`` header value, or None when it is not ``Bearer``."""
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")

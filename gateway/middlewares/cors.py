@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 
 from config import CorsConfig
 from gateway.envelope import error_response
@@ -48,6 +49,19 @@ class CorsPolicy:
     def allows(self, origin: str) -> bool:
         """True when ``origin`` may read responses."""
         return self.any_origin or origin in self.origins
+
+    def stamp(self, headers: CIMultiDict[str], origin: str) -> None:
+        """Set the policy's headers for the allowed ``origin`` on response ``headers``.
+
+        ``headers`` must hold no ``Access-Control-*`` header of its own any more.
+        """
+        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+        headers.update(self.headers)
+        vary = headers.get(hdrs.VARY)
+        if vary is None:
+            headers[hdrs.VARY] = "Origin"
+        elif "origin" not in vary.lower():
+            headers[hdrs.VARY] = f"{vary}, Origin"
 
 
 def cors_middleware(policy: CorsPolicy) -> Middleware:
@@ -83,12 +97,6 @@ def cors_prepare_hook(policy: CorsPolicy) -> PrepareHook:
         headers = response.headers
         for name in [n for n in headers if n.lower().startswith("access-control-")]:
             del headers[name]
-        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-        headers.update(policy.headers)
-        vary = headers.get(hdrs.VARY)
-        if vary is None:
-            headers[hdrs.VARY] = "Origin"
-        elif "origin" not in vary.lower():
-            headers[hdrs.VARY] = f"{vary}, Origin"
+        policy.stamp(headers, origin)
 
     return add_cors_headers

@@ -8,6 +8,7 @@ import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 
 REQUEST_ID = web.RequestKey("request_id", str)
 HEADER = "X-Request-Id"
@@ -23,19 +24,27 @@ def request_id_middleware() -> Middleware:
 
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-        sent = request.headers.get(HEADER)
-        if sent is None or not _VALID.match(sent):
-            sent = f"{_PREFIX}{next(_COUNTER):012x}"
-        request[REQUEST_ID] = sent
+        request[REQUEST_ID] = request_id_for(request.headers.get(HEADER))
         return await handler(request)
 
     return request_id
 
 
+def request_id_for(sent: str | None) -> str:
+    """The id a request goes by: the one the client ``sent`` when it is sane, else a new one."""
+    if sent is None or not _VALID.match(sent):
+        return f"{_PREFIX}{next(_COUNTER):012x}"
+    return sent
+
+
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: return the id on every response, streamed ones too."""
-    rid = request.get(REQUEST_ID)
-    if rid is not None:
-        response.headers[HEADER] = rid
+    stamp_response(response.headers, request.get(REQUEST_ID))
+
+
+def stamp_response(headers: CIMultiDict[str], request_id: str | None) -> None:
+    """Return ``request_id`` in ``X-Request-Id`` and name the server on response ``headers``."""
+    if request_id is not None:
+        headers[HEADER] = request_id
     # SECURITY: do not advertise the Python/aiohttp versions (an upstream's own Server stays).
-    response.headers.setdefault("Server", "gateway")
+    headers.setdefault("Server", "gateway")

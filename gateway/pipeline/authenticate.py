@@ -6,7 +6,7 @@ from aiohttp import web
 
 from auth.errors import TokenInvalid
 from auth.service import AuthService
-from gateway.api.bodies import bearer_token
+from gateway.api.bodies import bearer_from_header
 from gateway.errors import Unauthorized
 from gateway.pipeline.principal import Principal
 
@@ -17,7 +17,12 @@ async def authenticate(request: web.Request, service: AuthService) -> Principal 
     No ``Authorization: Bearer`` header → ``None`` (anonymous). A token that is present but
     invalid, expired, revoked or not an access token → ``Unauthorized``, on every auth mode.
     """
-    token = bearer_token(request)
+    return await authenticate_header(request.headers.get("Authorization"), service)
+
+
+async def authenticate_header(authorization: str | None, service: AuthService) -> Principal | None:
+    """``authenticate`` for the value of an ``Authorization`` header (``None``: absent)."""
+    token = bearer_from_header(authorization)
     if token is None:
         return None
     try:

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from aiohttp import web
+from multidict import MultiMapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -36,12 +37,15 @@ class TrustedProxies:
 
     def client_ip(self, request: web.Request) -> str:
         """The client address for logs, rate limits and ``X-Forwarded-For``."""
-        peer = request.remote or ""
+        return self.client_ip_of(request.remote or "", request.headers)
+
+    def client_ip_of(self, peer: str, headers: MultiMapping[str]) -> str:
+        """``client_ip`` for a socket ``peer`` and the request ``headers``."""
         if not self.trusts(peer):
             return peer
         chain = [
             part.strip()
-            for value in request.headers.getall("X-Forwarded-For", ())
+            for value in headers.getall("X-Forwarded-For", ())
             for part in value.split(",")
         ]
         client = peer
@@ -57,8 +61,12 @@ class TrustedProxies:
 
     def proto(self, request: web.Request) -> str:
         """``http`` or ``https`` as the client used it."""
-        if self.trusts(request.remote):
-            sent = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return self.proto_of(request.remote or "", request.headers, secure=request.secure)
+
+    def proto_of(self, peer: str, headers: MultiMapping[str], *, secure: bool) -> str:
+        """``proto`` for a socket ``peer``, the request ``headers`` and the socket's TLS."""
+        if self.trusts(peer):
+            sent = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
             if sent in ("http", "https"):
                 return sent
-        return "https" if request.secure else "http"
+        return "https" if secure else "http"

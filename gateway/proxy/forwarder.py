@@ -32,6 +32,7 @@ from multidict import CIMultiDict
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.headers import response_headers_for_client
 from gateway.proxy.upstream_pool import (
+    BodySource,
     Origin,
     UpstreamConnection,
     UpstreamError,
@@ -131,11 +132,35 @@ async def forward(
         elif declared > max_body_size:
             raise _too_large(max_body_size)
         body = _ClientBody(request.content, max_body_size)
-    elif method not in _NO_BODY_METHODS and "Content-Length" not in headers:
-        framing = _EMPTY
+    else:
+        framing = empty_body_framing(method, headers)
     head = request_head(method, target, headers, framing)
+    conn = await open_exchange(pool, origin, method, head, body, chunked, upstream_timeout)
+    return await _relay(request, pool, conn, upstream_timeout)
+
+
+def empty_body_framing(method: str, headers: CIMultiDict[str]) -> str:
+    """The framing line for a request sent without a body (``Content-Length: 0`` or none)."""
+    if method in _NO_BODY_METHODS or "Content-Length" in headers:
+        return ""
+    return _EMPTY
+
+
+async def open_exchange(
+    pool: UpstreamPool,
+    origin: Origin,
+    method: str,
+    head: bytes,
+    body: BodySource | None,
+    chunked: bool,
+    upstream_timeout: float,
+) -> UpstreamConnection:
+    """Send a request over ``pool``; its connection once the response head is in.
+
+    Refused, reset or unusable answers → ``BadGateway`` (502); too slow → ``GatewayTimeout``.
+    """
     try:
-        conn = await pool.send(
+        return await pool.send(
             origin, method, head, body, chunked=chunked, wait_timeout=upstream_timeout
         )
     except UpstreamTimeout:
@@ -143,7 +168,6 @@ async def forward(
     except UpstreamError as exc:
         _LOGGER.warning("upstream %s://%s:%s failed: %s", *origin, exc)
         raise BadGateway("the upstream could not be reached") from None
-    return await _relay(request, pool, conn, upstream_timeout)
 
 
 class _WholeResponse(web.StreamResponse):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
 
 from auth.service import AuthService
 from gateway.errors import BadRequest, MethodNotAllowed, NotFoundError
 from gateway.middlewares.request_id import REQUEST_ID
-from gateway.pipeline.authenticate import authenticate
+from gateway.pipeline.authenticate import authenticate_header
 from gateway.pipeline.authorize import authorize
 from gateway.proxy.forwarded import TrustedProxies
 from gateway.proxy.forwarder import forward
 from gateway.proxy.headers import request_headers_for_upstream
 from gateway.proxy.paths import PathError, normalise_path
-from gateway.proxy.routes import RouteTable
+from gateway.proxy.routes import Route, RouteTable
 from gateway.proxy.upstream_pool import UpstreamPool
 from gateway.proxy.websocket import is_websocket_upgrade, relay_websocket
 
@@ -42,6 +43,47 @@ class ProxyHandler:
         self.pool = pool
         self.max_body_size = max_body_size
 
+    async def admit(
+        self,
+        route: Route,
+        incoming: MultiMapping[str],
+        *,
+        peer: str,
+        host: str,
+        secure: bool,
+        request_id: str,
+    ) -> CIMultiDict[str]:
+        """Authenticate, authorize and rate-limit a request for ``route``; its upstream headers.
+
+        ``incoming`` are the client's headers, ``peer`` the socket's address, ``host`` the
+        client-facing host, ``secure`` whether the client connection is TLS. Raises the
+        error that answers a request that may not pass (401, 403, 429, 400).
+        """
+        auth = None if route.auth == "none" else incoming.get("Authorization")
+        principal = None if auth is None else await authenticate_header(auth, self.service)
+        authorize(route, principal)
+        if route.rate_limit is not None:
+            # Per user when there is one (anonymous callers: per IP), or per client IP.
+            if route.rate_key == "user" and principal is not None:
+                key = f"user:{principal.user_id}"
+            else:
+                key = f"ip:{self.trusted.client_ip_of(peer, incoming)}"
+            await self.service.limiter.charge(route.rate_limit, key)
+        try:
+            return request_headers_for_upstream(
+                incoming,
+                client_ip=peer,
+                proto=self.trusted.proto_of(peer, incoming, secure=secure),
+                host=host,
+                request_id=request_id,
+                principal_user_id=principal.user_id if principal else None,
+                principal_is_admin=principal.is_admin if principal else None,
+                preserve_host=route.preserve_host,
+                upstream_host=route.authority,
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         """Proxy one request or raise the error that answers it."""
         raw_path, _, query = request.raw_path.partition("?")
@@ -57,29 +99,14 @@ class ProxyHandler:
             raise MethodNotAllowed(
                 f"method {request.method} is not allowed here", headers={"Allow": allowed}
             )
-        principal = None if route.auth == "none" else await authenticate(request, self.service)
-        authorize(route, principal)
-        if route.rate_limit is not None:
-            # Per user when there is one (anonymous callers: per IP), or per client IP.
-            if route.rate_key == "user" and principal is not None:
-                key = f"user:{principal.user_id}"
-            else:
-                key = f"ip:{self.trusted.client_ip(request)}"
-            await self.service.limiter.charge(route.rate_limit, key)
-        try:
-            headers = request_headers_for_upstream(
-                request.headers,
-                client_ip=request.remote or "",
-                proto=self.trusted.proto(request),
-                host=request.host,
-                request_id=request[REQUEST_ID],
-                principal_user_id=principal.user_id if principal else None,
-                principal_is_admin=principal.is_admin if principal else None,
-                preserve_host=route.preserve_host,
-                upstream_host=route.authority,
-            )
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+        headers = await self.admit(
+            route,
+            request.headers,
+            peer=request.remote or "",
+            host=request.host,
+            secure=request.secure,
+            request_id=request[REQUEST_ID],
+        )
         if is_websocket_upgrade(request):
             return await relay_websocket(
                 self.session,

@@ -72,6 +72,15 @@ class PathError(ValueError):
     """The request path cannot be normalised safely; the caller answers 400."""
 
 
+def is_canonical(raw_path: str) -> bool:
+    """True when ``raw_path`` is its own normal form and holds no percent-encoding at all."""
+    return (
+        len(raw_path) <= MAX_PATH_LENGTH
+        and _SAFE_PATH.fullmatch(raw_path) is not None
+        and "/." not in raw_path
+    )
+
+
 def normalise_path(raw_path: str) -> str:
     """Return the canonical form of a raw request path, or raise ``PathError``."""
     if not raw_path.startswith("/"):

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
 from tests.integration.test_proxy_routing import (
     RecordingUpstream,
     assert_envelope,

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
 from tests.fixtures.upstream import upstream_app, upstream_base
 from tests.integration.test_proxy_routing import assert_envelope, route
 

@@ -17,7 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fixtures.factories import create_user, login
-from tests.fixtures.gateway import TEST_SECRET
+from tests.fixtures.gateway import (
+    TEST_SECRET,
+    both_listeners,  # noqa: F401  (edge and aiohttp)
+)
 from tests.fixtures.upstream import upstream_base
 from tests.integration.test_proxy_routing import (
     assert_envelope,

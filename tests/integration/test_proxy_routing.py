@@ -25,6 +25,7 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from tests.fixtures.factories import create_user, login
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
 from tests.fixtures.upstream import upstream_app, upstream_base
 
 Client = TestClient[Any, Any]

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from tests.fixtures.factories import create_user, login
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
 from tests.fixtures.upstream import upstream_base
 
 

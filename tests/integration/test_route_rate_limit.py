@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fixtures.backends import Backend
 from tests.fixtures.factories import create_user, login
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
 from tests.fixtures.upstream import upstream_base
 
 Start = Callable[..., Any]

@@ -1,0 +1,314 @@
+"""One client connection as the edge serves it, until (if ever) it is handed to aiohttp.
+
+The connection frames requests itself: a head ends at the first blank line, a body is exactly
+``Content-Length`` bytes (a request that declares anything else is not taken). Each head is
+parsed by ``wire.parse_head``; ``EdgeServer.plan`` decides whether the edge proxies it. If not,
+the connection is handed to aiohttp before a byte of that request is consumed: its
+``RequestHandler`` becomes the transport's protocol and gets every byte buffered so far, so it
+sees the connection exactly as if it had owned it from that request on. Requests are served one
+at a time, in order; bytes of pipelined requests wait (reading pauses past
+``PIPELINE_LIMIT``) until the response before them is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Final, cast
+
+from gateway.edge.wire import parse_head
+from gateway.errors import BadRequest
+
+if TYPE_CHECKING:
+    from gateway.edge.server import EdgeServer
+
+__all__ = ["BODY_HIGH_WATER", "MAX_HEAD_SIZE", "PIPELINE_LIMIT", "EdgeConnection", "RequestBody"]
+
+MAX_HEAD_SIZE: Final = 16 * 1024
+"""Longest head the edge waits for; a longer one goes to aiohttp, whose limits answer it."""
+
+BODY_HIGH_WATER: Final = 256 * 1024
+"""Request body bytes buffered (not yet sent upstream) above which reading pauses."""
+
+PIPELINE_LIMIT: Final = 64 * 1024
+"""Bytes of later requests buffered while one is served, above which reading pauses."""
+
+
+class RequestBody:
+    """The body of the request being served (``Content-Length`` bytes), as it arrives.
+
+    A ``BodySource`` for the upstream pool: ``read`` returns what has arrived (waiting for
+    some), ``b""`` once the declared length is complete.
+    """
+
+    __slots__ = ("_buffered", "_chunks", "_conn", "_lost", "_waiter", "remaining")
+
+    def __init__(self, conn: EdgeConnection, length: int) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost = False
+        self.remaining = length
+        """Bytes of the body that have not arrived yet."""
+
+    def feed(self, data: bytes) -> int:
+        """Take the part of ``data`` that belongs to the body; how many bytes that was."""
+        taken = min(len(data), self.remaining)
+        if taken:
+            self._chunks.append(data if taken == len(data) else data[:taken])
+            self.remaining -= taken
+            self._buffered += taken
+            if self._buffered > BODY_HIGH_WATER:
+                self._conn.pause_reading()
+            self._wake()
+        return taken
+
+    def lose(self) -> None:
+        """The client connection is gone: a ``read`` still waiting fails."""
+        self._lost = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The body bytes that arrived since the last call, ``b""`` at the end."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
+                self._conn.resume_reading()
+                return data
+            if not self.remaining:
+                return b""
+            if self._lost:
+                raise BadRequest("the request body could not be read")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+
+class EdgeConnection(asyncio.Protocol):
+    """A client connection served by the edge (see the module docstring)."""
+
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_discard",
+        "_drain_waiter",
+        "_reading_paused",
+        "_scan_from",
+        "_task",
+        "closed",
+        "edge",
+        "idle_epoch",
+        "peer",
+        "secure",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, edge: EdgeServer) -> None:
+        self.edge = edge
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.secure = False
+        self.closed = False
+        self.write_paused = False
+        self.idle_epoch = edge.epoch
+        self._buf = bytearray()
+        self._scan_from = 0
+        self._task: asyncio.Task[None] | None = None
+        self._body: RequestBody | None = None
+        self._discard = 0
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is being served."""
+        return self._task is not None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task serving the current request, if any."""
+        return self._task
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not ``asyncio.Transport`` subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple | list) and peer else ""
+        self.secure = transport.get_extra_info("sslcontext") is not None
+        self.edge.track(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.edge.untrack(self)
+        if self._body is not None:
+            self._body.lose()
+        if self._task is not None:
+            self._task.cancel()  # the exchange aborts its upstream connection
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    def data_received(self, data: bytes) -> None:
+        body = self._body
+        if body is not None and body.remaining:
+            taken = body.feed(data)
+            if taken == len(data):
+                return
+            data = data[taken:]
+        elif self._discard:
+            dropped = min(self._discard, len(data))
+            self._discard -= dropped
+            if dropped == len(data):
+                return
+            data = data[dropped:]
+        self._buf += data
+        if self._task is None:
+            self._next()
+        elif len(self._buf) > PIPELINE_LIMIT:
+            self.pause_reading()
+
+    # --- flow control -----------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (a body or pipelined bytes are piling up)."""
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again, unless pipelined bytes are still piling up behind a busy request."""
+        if self._reading_paused and not self.closed:
+            if self._task is not None and len(self._buf) > PIPELINE_LIMIT:
+                return
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        while self.write_paused and not self.closed:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the client (nothing, if it has gone)."""
+        if not self.closed:
+            assert self.transport is not None
+            try:
+                self.transport.write(data)
+            except RuntimeError:  # uvloop: the handle is closed already
+                pass
+
+    def writelines(self, data: list[bytes]) -> None:
+        """Send the buffers of ``data`` in order (nothing, if the client has gone)."""
+        if not self.closed:
+            assert self.transport is not None
+            try:
+                self.transport.writelines(data)
+            except RuntimeError:
+                pass
+
+    def close(self) -> None:
+        """Close the connection once what was written has been sent."""
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Serve the next request if its head is complete; hand over what the edge leaves."""
+        buf = self._buf
+        if not buf:
+            return
+        end = buf.find(b"\r\n\r\n", self._scan_from)
+        if end < 0:
+            if len(buf) > MAX_HEAD_SIZE or buf[0] in b"\r\n":
+                self._hand_over()
+            else:
+                self._scan_from = max(0, len(buf) - 3)
+            return
+        self._scan_from = 0
+        size = end + 4
+        if size > MAX_HEAD_SIZE or buf[0] in b"\r\n":
+            self._hand_over()
+            return
+        head = parse_head(bytes(buf[:size]))
+        plan = None if head is None else self.edge.plan(head)
+        if head is None or plan is None:
+            self._hand_over()
+            return
+        del buf[:size]
+        body = None
+        if plan.length:
+            body = self._body = RequestBody(self, plan.length)
+            if buf:
+                taken = body.feed(bytes(buf[: plan.length]))
+                del buf[:taken]
+        self._task = self.edge.serve(self, head, plan, body)
+
+    def finished(self, keep_alive: bool) -> None:
+        """The current request is answered: go on with the next one, or close."""
+        self._task = None
+        body, self._body = self._body, None
+        if self.closed:
+            return
+        if not keep_alive or self.edge.closing:
+            self.close()
+            return
+        if body is not None and body.remaining:
+            # The upstream answered before the whole body arrived: the rest is read and dropped
+            # (closing with unread bytes would reset the connection, answer included). The
+            # keep-alive timeout bounds how long that may take.
+            self._discard = body.remaining
+        self.idle_epoch = self.edge.epoch
+        self.resume_reading()
+        if self._buf and not self._discard:
+            self._next()
+
+    def _hand_over(self) -> None:
+        """Make aiohttp's server the protocol of this connection, from the buffered bytes on."""
+        transport = self.transport
+        assert transport is not None and self._task is None
+        self.edge.untrack(self)
+        protocol = self.edge.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.write_paused:
+            protocol.pause_writing()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        data = bytes(self._buf)
+        self._buf.clear()
+        if data:
+            protocol.data_received(data)

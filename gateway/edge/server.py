@@ -1,0 +1,224 @@
+"""The listener's protocol factory: proxied requests on the edge, everything else on aiohttp.
+
+``GatewayRunner`` is aiohttp's ``AppRunner`` with one change: the protocol factory its sites
+listen with is an ``EdgeServer``. Every connection starts as an ``EdgeConnection``; a request
+the edge takes (``EdgeServer.plan``) is proxied without aiohttp's server; the first one it does
+not take hands the whole connection to aiohttp (``aiohttp_protocol``), which then serves it to
+the end, its own routes, middlewares and the same proxy handler included. The edge takes
+exactly the requests that aiohttp's router would give to the catch-all proxy route and that
+the proxy would forward as plain HTTP:
+
+- HTTP/1.1, origin-form target, with a ``Host``, no ``Transfer-Encoding``, no ``Expect``, no
+  ``Upgrade``, at most one ``Content-Length`` within ``server.max_body_size``;
+- a path already in canonical form (``paths.is_canonical``) that no route of the gateway's own
+  (the auth API, ``/healthz``, ``/readyz``) takes, and that a proxy route matches and allows the
+  method of;
+- not a CORS preflight.
+
+Anything else — a path to normalise or refuse, a 404 or 405, a WebSocket upgrade, a chunked
+upload, a preflight, a malformed or oversized head — is answered by aiohttp, as it always was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+from aiohttp import web
+
+from gateway.appkeys import CONFIG, SERVICES
+from gateway.edge.connection import EdgeConnection, RequestBody
+from gateway.edge.exchange import start
+from gateway.edge.wire import RequestHead
+from gateway.middlewares.cors import CorsPolicy
+from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.paths import is_canonical
+from gateway.proxy.routes import Route
+
+__all__ = ["EdgeServer", "GatewayRunner", "Plan"]
+
+_LOGGER = logging.getLogger(__name__)
+_CATCH_ALL = "/{tail}"
+
+
+class Plan:
+    """How the edge proxies one request."""
+
+    __slots__ = ("length", "path", "proxy", "query", "route")
+
+    def __init__(self, proxy: ProxyHandler, route: Route, path: str, query: str, length: int):
+        self.proxy = proxy
+        self.route = route
+        self.path = path
+        self.query = query
+        self.length = length
+        """The body's ``Content-Length`` (0: no body)."""
+
+
+def _own_paths(app: web.Application) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Exact paths and prefixes of the routes the gateway answers itself."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for resource in app.router.resources():
+        if isinstance(resource, web.PlainResource):
+            exact.add(resource.canonical)
+        elif isinstance(resource, web.PrefixedSubAppResource):
+            prefixes.append(resource.canonical)
+        elif not (isinstance(resource, web.DynamicResource) and resource.canonical == _CATCH_ALL):
+            raise RuntimeError(f"the edge cannot tell which requests {resource!r} takes")
+    return frozenset(exact), tuple(prefixes)
+
+
+class EdgeServer:
+    """What ``loop.create_server`` calls for each connection; see the module docstring."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        aiohttp_server: web.Server,
+        *,
+        access_log: logging.Logger | None,
+        keepalive_timeout: float,
+    ) -> None:
+        cfg = app[CONFIG]
+        self._app = app
+        self._aiohttp = aiohttp_server
+        self.cors = CorsPolicy(cfg.cors)
+        self.max_body_size = cfg.server.max_body_size
+        self.access_log = access_log
+        self.keepalive_timeout = keepalive_timeout
+        self._own_exact, self._own_prefixes = _own_paths(app)
+        self._connections: set[EdgeConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.epoch = 0
+        """Ticks of ``keepalive_timeout / 2``: idle connections close after two."""
+        self.closing = False
+        self.requests_served = 0
+        """Requests the edge has proxied itself (a count for tests and diagnostics)."""
+        self.handovers = 0
+        """Connections handed to aiohttp."""
+
+    # --- the protocol factory ---------------------------------------------------------------
+
+    def __call__(self) -> EdgeConnection:
+        return EdgeConnection(self)
+
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        """A fresh aiohttp ``RequestHandler`` for a connection the edge hands over."""
+        self.handovers += 1
+        return self._aiohttp()
+
+    def track(self, conn: EdgeConnection) -> None:
+        """Count ``conn`` among the open connections (for keep-alive and shutdown)."""
+        self._connections.add(conn)
+        if self._sweeper is None and self.keepalive_timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self.keepalive_timeout / 2, self._sweep)
+
+    def untrack(self, conn: EdgeConnection) -> None:
+        """Forget ``conn`` (closed, or handed to aiohttp)."""
+        self._connections.discard(conn)
+
+    def _sweep(self) -> None:
+        """One tick: close the connections idle (no request served) for two ticks or more."""
+        self._sweeper = None
+        self.epoch += 1
+        expired = self.epoch - 2
+        for conn in list(self._connections):
+            if not conn.busy and conn.idle_epoch <= expired:
+                conn.close()
+        if self._connections and not self.closing:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self.keepalive_timeout / 2, self._sweep)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def plan(self, head: RequestHead) -> Plan | None:
+        """How to proxy the request of ``head``; ``None`` when aiohttp is to answer it."""
+        proxy = self._app[SERVICES].proxy
+        if proxy is None or self.closing:
+            return None
+        path, _, query = head.target.partition("?")
+        if not is_canonical(path) or path in self._own_exact:
+            return None
+        for prefix in self._own_prefixes:
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return None
+        route = proxy.table.match(path)
+        method = head.method
+        if route is None or not route.allows(method):
+            return None
+        headers = head.headers
+        if (
+            "Host" not in headers
+            or "Transfer-Encoding" in headers
+            or "Expect" in headers
+            or "Upgrade" in headers
+        ):
+            return None
+        if method == "OPTIONS" and "Access-Control-Request-Method" in headers:
+            return None  # a preflight (with an Origin): the CORS middleware answers it
+        length = 0
+        declared = headers.getall("Content-Length", ())
+        if declared:
+            if len(declared) > 1 or not declared[0].isascii() or not declared[0].isdigit():
+                return None
+            length = int(declared[0])
+            if length > self.max_body_size:
+                return None  # aiohttp answers 413
+        return Plan(proxy, route, path, query, length)
+
+    def serve(
+        self, conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
+    ) -> asyncio.Task[None]:
+        """Start serving a planned request on ``conn``."""
+        self.requests_served += 1
+        return start(conn, head, plan, body)
+
+    # --- shutdown (what aiohttp's runner calls on its server) -------------------------------
+
+    def pre_shutdown(self) -> None:
+        """Stop taking requests; close idle connections at once."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._connections):
+            if not conn.busy:
+                conn.close()
+        self._aiohttp.pre_shutdown()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Let requests in flight finish (for ``grace`` seconds at most), then close all."""
+        tasks = [task for conn in self._connections if (task := conn.task) is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        for conn in list(self._connections):
+            if conn.task is not None:
+                conn.task.cancel()
+            if conn.transport is not None:
+                conn.transport.abort()
+        self._connections.clear()
+        await self._aiohttp.shutdown(grace)
+
+
+class GatewayRunner(web.AppRunner):
+    """aiohttp's ``AppRunner`` listening through an ``EdgeServer``."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        access_log = kwargs.get("access_log", logging.getLogger("aiohttp.access"))
+        self._edge_access_log: logging.Logger | None = access_log
+        self._edge_keepalive = float(kwargs.get("keepalive_timeout", 75.0))
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        edge = EdgeServer(
+            self.app,
+            server,
+            access_log=self._edge_access_log,
+            keepalive_timeout=self._edge_keepalive,
+        )
+        # The runner and its sites only call the protocol factory and the two shutdown steps.
+        return cast(web.Server, edge)

@@ -1,0 +1,372 @@
+"""The edge (``gateway.edge``): which requests it proxies itself, which it hands to aiohttp, and
+what a connection that carries both looks like — keep-alive, pipelining, hand-over mid-stream,
+``Connection: close``, idle timeout, shutdown with a request in flight, the access log.
+
+Requests go over raw sockets (``RawConnection``): aiohttp's client would open connections of
+its own choosing, and these tests are about what happens on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+
+from gateway.app import create_app
+from gateway.edge.connection import MAX_HEAD_SIZE
+from gateway.edge.server import EdgeServer
+from tests.fixtures.factories import create_user
+from tests.fixtures.gateway import GatewayTestServer, MakeConfig
+from tests.fixtures.upstream import upstream_base
+from tests.integration.test_proxy_routing import assert_envelope, route
+
+Client = TestClient[Any, Any]
+StartGateway = Callable[..., Any]
+
+
+class RawConnection:
+    """One client connection: write raw requests, read responses one by one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, client: Client) -> RawConnection:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        return cls(reader, writer)
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def response(self) -> tuple[int, CIMultiDict[str], bytes]:
+        """The next response: status, headers, body (de-chunked)."""
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.add(name.strip(), value.strip())
+        if "Content-Length" in headers:
+            body = await self.reader.readexactly(int(headers["Content-Length"]))
+        elif headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if not size:
+                    break
+                body += chunk[:-2]
+        else:
+            body = b""
+        return int(status_line.split()[1]), headers, body
+
+    async def closed(self) -> bool:
+        """True when the server closed the connection (nothing more to read)."""
+        return await asyncio.wait_for(self.reader.read(), 10) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(path: str, *extra: str, version: str = "1.1") -> bytes:
+    lines = [f"GET {path} HTTP/{version}", "Host: gateway.test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: gateway.test", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def edge_of(client: Client) -> EdgeServer:
+    runner = client.server.runner
+    assert runner is not None
+    return cast(EdgeServer, runner.server)
+
+
+@pytest.fixture
+async def gateway(gateway_client: StartGateway, upstream: TestServer) -> Client:
+    """A gateway with one ``auth: none`` route ``/`` to the echo upstream."""
+    client: Client = await gateway_client(routes=[route("/", upstream_base(upstream))])
+    return client
+
+
+def echoed(body: bytes) -> dict[str, Any]:
+    echo: dict[str, Any] = json.loads(body)
+    return echo
+
+
+# --- what the edge takes ----------------------------------------------------------------------
+
+
+async def test_plain_proxied_requests_are_served_at_the_edge(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/orders/1?x=1", "X-User-Id: 7"))
+        status, headers, body = await conn.response()
+    finally:
+        conn.close()
+    assert status == 200
+    echo = echoed(body)
+    assert echo["path"] == "/orders/1" and echo["query"] == "x=1"
+    assert "x-user-id" not in echo["headers"]
+    assert headers["X-Request-Id"] == echo["headers"]["x-request-id"][0]
+    assert "Date" in headers
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.handovers) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(get("/healthz"), id="own-route"),
+        pytest.param(get("/api/v1/auth/me"), id="auth-api"),
+        pytest.param(get("/a/../b"), id="path-to-normalise"),
+        pytest.param(get("/a%2Fb"), id="percent-encoded"),
+        pytest.param(get("/x", version="1.0"), id="http-1.0"),
+        pytest.param(
+            b"POST /x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            id="chunked-upload",
+        ),
+        pytest.param(post("/x", b"abc", "Expect: 100-continue"), id="expect"),
+        pytest.param(
+            b"OPTIONS /x HTTP/1.1\r\nHost: g\r\nOrigin: http://app.test\r\n"
+            b"Access-Control-Request-Method: GET\r\n\r\n",
+            id="preflight",
+        ),
+        pytest.param(get("/x", "X-Big: " + "a" * (MAX_HEAD_SIZE + 10)), id="oversized-head"),
+        pytest.param(b"GET /x HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", id="malformed"),
+        pytest.param(b"\r\nGET /x HTTP/1.1\r\nHost: g\r\n\r\n", id="leading-empty-line"),
+    ],
+)
+async def test_everything_else_is_handed_to_aiohttp(gateway: Client, request_bytes: bytes) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(request_bytes)
+        status, _, body = await conn.response()
+    finally:
+        conn.close()
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.handovers) == (0, 1)
+    assert status < 500, body  # aiohttp answered it, whatever the answer is
+
+
+async def test_errors_at_the_edge_are_envelopes_with_the_usual_headers(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    client: Client = await gateway_client(
+        routes=[route("/", upstream_base(upstream), auth="required")],
+        cors={"allow_origins": ["http://app.test"]},
+    )
+    conn = await RawConnection.open(client)
+    try:
+        conn.send(get("/x", "Origin: http://app.test", "Authorization: Bearer nope"))
+        status, headers, body = await conn.response()
+    finally:
+        conn.close()
+    assert status == 401
+    assert_envelope(json.loads(body), 401)
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert headers["WWW-Authenticate"] == 'Bearer realm="gateway"'
+    assert headers["Access-Control-Allow-Origin"] == "http://app.test"
+    assert headers["Vary"] == "Origin"
+    assert headers["Server"] == "gateway"
+    assert "X-Request-Id" in headers
+    assert edge_of(client).requests_served == 1
+
+
+# --- one connection, many requests ------------------------------------------------------------
+
+
+async def test_keep_alive_connection_serves_request_after_request(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        for i in range(5):
+            conn.send(get(f"/n/{i}"))
+            status, headers, body = await conn.response()
+            assert status == 200 and echoed(body)["path"] == f"/n/{i}"
+            assert "Connection" not in headers
+    finally:
+        conn.close()
+    assert edge_of(gateway).requests_served == 5
+
+
+async def test_pipelined_requests_are_answered_in_order(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/p/1") + post("/p/2", b"x" * 100_000) + get("/p/3"))
+        answers = [await conn.response() for _ in range(3)]
+    finally:
+        conn.close()
+    assert [echoed(body)["path"] for _, _, body in answers] == ["/p/1", "/p/2", "/p/3"]
+    assert echoed(answers[1][2])["body_length"] == 100_000
+    assert edge_of(gateway).requests_served == 3
+
+
+async def test_a_connection_is_handed_over_between_two_requests(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/first"))
+        first = await conn.response()
+        # The health check and what follows it, pipelined: aiohttp gets both, in order.
+        conn.send(get("/healthz") + get("/third"))
+        second = await conn.response()
+        third = await conn.response()
+    finally:
+        conn.close()
+    assert echoed(first[2])["path"] == "/first"
+    assert json.loads(second[2]) == {"status": "ok"}
+    assert echoed(third[2])["path"] == "/third"
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.handovers) == (1, 1)
+
+
+async def test_connection_close_is_honoured(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/bye", "Connection: close"))
+        status, headers, _ = await conn.response()
+        assert status == 200
+        assert headers["Connection"] == "close"
+        assert await conn.closed()
+    finally:
+        conn.close()
+
+
+async def test_body_the_upstream_did_not_wait_for_is_read_and_dropped(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        # The status route answers without reading the body: the gateway stops sending it
+        # upstream, drops the rest as it arrives, and the connection carries on.
+        conn.send(post("/_/status/201", b"x" * (8 * 1024 * 1024)))
+        status, _, _ = await conn.response()
+        conn.send(get("/after"))
+        after = await conn.response()
+    finally:
+        conn.close()
+    assert status == 201
+    assert echoed(after[2])["path"] == "/after"
+    assert edge_of(gateway).requests_served == 2
+
+
+async def test_upstream_response_without_length_is_sent_chunked(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/_/download?mib=2"))
+        status, headers, body = await conn.response()
+        conn.send(get("/after"))  # the connection is still good
+        after = await conn.response()
+    finally:
+        conn.close()
+    assert status == 200
+    assert headers["Transfer-Encoding"] == "chunked"
+    assert body == b"\0" * (2 * 1024 * 1024)
+    assert echoed(after[2])["path"] == "/after"
+
+
+# --- lifetime ---------------------------------------------------------------------------------
+
+
+async def test_idle_connections_close_after_the_keepalive_timeout(
+    make_config: MakeConfig, upstream: TestServer
+) -> None:
+    app = create_app(
+        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
+    )
+    server = GatewayTestServer(app)
+    await server.start_server(keepalive_timeout=0.2)
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(get("/once"))
+        conn = RawConnection(reader, writer)
+        assert (await conn.response())[0] == 200
+        # Idle for two ticks of keepalive_timeout / 2 at most, then closed.
+        assert await conn.closed()
+        conn.close()
+    finally:
+        await server.close()
+
+
+async def test_shutdown_lets_the_request_in_flight_finish(
+    make_config: MakeConfig, upstream: TestServer
+) -> None:
+    app = create_app(
+        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
+    )
+    server = GatewayTestServer(app)
+    await server.start_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    conn = RawConnection(reader, writer)
+    try:
+        conn.send(get("/_/slow?seconds=0.5"))
+        await asyncio.sleep(0.1)  # the request is with the upstream now
+        closing = asyncio.create_task(server.close())
+        status, _, body = await conn.response()
+        await closing
+    finally:
+        conn.close()
+    assert (status, body) == (200, b"finally")
+
+
+# --- the access log ---------------------------------------------------------------------------
+
+
+async def test_access_log_lines_look_like_aiohttps(
+    make_config: MakeConfig, upstream: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    app = create_app(
+        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
+    )
+    server = GatewayTestServer(app)
+    await server.start_server(access_log=logging.getLogger("gateway.access"))
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        conn = RawConnection(reader, writer)
+        # The first at the edge, the second (and the connection) handed to aiohttp.
+        conn.send(get("/logged?q=1", "User-Agent: probe/1", "Referer: http://r.test/"))
+        await conn.response()
+        conn.send(get("/healthz", "User-Agent: probe/1", "Referer: http://r.test/"))
+        await conn.response()
+        conn.close()
+    finally:
+        await server.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(lines) == 2, lines
+    shape = re.compile(
+        r'^127\.0\.0\.1 \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET (\S+) HTTP/1\.1" '
+        r'200 \d+ "http://r\.test/" "probe/1"$'
+    )
+    targets = [m.group(1) for line in lines if (m := shape.match(line))]
+    assert targets == ["/logged?q=1", "/healthz"], lines
+
+
+async def test_rate_limited_route_counts_once_per_request_at_the_edge(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    client: Client = await gateway_client(
+        routes=[
+            route(
+                "/", upstream_base(upstream), rate_limit={"requests": 2, "per": "1m", "key": "ip"}
+            )
+        ]
+    )
+    await create_user(client)  # an auth API request on its own connection
+    conn = await RawConnection.open(client)
+    try:
+        statuses = []
+        for _ in range(3):
+            conn.send(get("/limited"))
+            statuses.append((await conn.response())[0])
+    finally:
+        conn.close()
+    assert statuses == [200, 200, 429]
