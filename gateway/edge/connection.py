@@ -2,7 +2,7 @@
 
 The connection frames requests itself: a head ends at the first blank line, a body is exactly
 ``Content-Length`` bytes (a request that declares anything else is not taken). Each head is
-parsed by ``wire.parse_head``; ``EdgeServer.plan`` decides whether the edge proxies it. If not,
+parsed by ``wire.HeadReader``; ``EdgeServer.plan`` decides whether the edge proxies it. If not,
 the connection is handed to aiohttp before a byte of that request is consumed: its
 ``RequestHandler`` becomes the transport's protocol and gets every byte buffered so far, so it
 sees the connection exactly as if it had owned it from that request on. Requests are served one
@@ -16,11 +16,11 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
-from gateway.edge.wire import parse_head
+from gateway.edge.wire import HeadReader, RequestHead
 from gateway.errors import BadRequest
 
 if TYPE_CHECKING:
-    from gateway.edge.server import EdgeServer
+    from gateway.edge.server import EdgeServer, Plan
 
 __all__ = ["BODY_HIGH_WATER", "MAX_HEAD_SIZE", "PIPELINE_LIMIT", "EdgeConnection", "RequestBody"]
 
@@ -104,6 +104,7 @@ class EdgeConnection(asyncio.Protocol):
         "_buf",
         "_discard",
         "_drain_waiter",
+        "_reader",
         "_reading_paused",
         "_scan_from",
         "_task",
@@ -129,6 +130,7 @@ class EdgeConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._body: RequestBody | None = None
         self._discard = 0
+        self._reader = HeadReader()
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -181,6 +183,16 @@ class EdgeConnection(asyncio.Protocol):
             if dropped == len(data):
                 return
             data = data[dropped:]
+        if (
+            self._task is None
+            and not self._buf
+            and data.endswith(b"\r\n\r\n")
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and (planned := self._plan(data)) is not None
+        ):
+            # The usual read: one whole head, nothing after it; served without buffering.
+            self._start(*planned)
+            return
         self._buf += data
         if self._task is None:
             self._next()
@@ -259,18 +271,29 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._scan_from = 0
         size = end + 4
-        if size > MAX_HEAD_SIZE or buf[0] in b"\r\n":
-            self._hand_over()
-            return
-        head = parse_head(bytes(buf[:size]))
-        plan = None if head is None else self.edge.plan(head)
-        if head is None or plan is None:
+        planned = self._plan(bytes(buf[:size]))
+        if planned is None:
             self._hand_over()
             return
         del buf[:size]
+        self._start(*planned)
+
+    def _plan(self, data: bytes) -> tuple[RequestHead, Plan] | None:
+        """The head in ``data`` and how the edge serves it; ``None``: aiohttp is to."""
+        if len(data) > MAX_HEAD_SIZE or data[0] in b"\r\n":
+            return None
+        head = self._reader.parse(data)
+        if head is None:
+            return None
+        plan = self.edge.plan(head)
+        return None if plan is None else (head, plan)
+
+    def _start(self, head: RequestHead, plan: Plan) -> None:
+        """Serve a planned request whose head has been taken off the buffer."""
         body = None
         if plan.length:
             body = self._body = RequestBody(self, plan.length)
+            buf = self._buf
             if buf:
                 taken = body.feed(bytes(buf[: plan.length]))
                 del buf[:taken]

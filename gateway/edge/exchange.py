@@ -93,9 +93,14 @@ async def exchange(
             return
         status = upstream.status
         pool = plan.proxy.pool
-        size, keep_alive = await _relay(
-            conn, pool, upstream, head, request_id, cors_origin, keep_alive, route.timeout
-        )
+        try:
+            size, keep_alive = await _relay(
+                conn, pool, upstream, head, request_id, cors_origin, keep_alive, route.timeout
+            )
+        except Exception:
+            # The head may be gone already: the connection cannot be trusted with another.
+            _LOGGER.exception("unhandled error relaying %s %s", head.method, plan.path)
+            keep_alive = False
     finally:
         if status and access_log is not None:
             access_log.info(access_line(conn.peer, started, head, status, size))

@@ -1,9 +1,9 @@
 """Bytes the edge writes to clients: request heads read, response heads and access-log lines.
 
-``parse_head`` reads one complete request head (everything up to and including the blank line)
-with httptools (llhttp, the parser aiohttp's server uses too, in its strict mode): anything it
-refuses, an HTTP version other than 1.1, an upgrade or a target that is not an ASCII
-origin-form path gives ``None``, and the connection goes to aiohttp, which answers it.
+``HeadReader.parse`` reads one complete request head (everything up to and including the blank
+line) with httptools (llhttp, the parser aiohttp's server uses too, in its strict mode):
+anything it refuses, an HTTP version other than 1.1, an upgrade or a target that is not an
+ASCII origin-form path gives ``None``, and the connection goes to aiohttp, which answers it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Final
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
-__all__ = ["RequestHead", "access_line", "http_date", "parse_head", "response_head"]
+__all__ = ["HeadReader", "RequestHead", "access_line", "http_date", "response_head"]
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
@@ -39,60 +39,78 @@ class RequestHead:
         """The request line, for the access log."""
 
 
-class _Sink:
-    """Collects what httptools reports about a head."""
+class HeadReader:
+    """Parses the request heads of one connection, one after another.
 
-    __slots__ = ("complete", "keep_alive", "method", "parser", "raw", "url", "version")
+    The httptools parser is reused while every head it saw ended its message (no body); after
+    a head announcing a body (which the connection reads itself) the next head gets a new one.
+    """
+
+    __slots__ = ("_complete", "_done", "_keep_alive", "_method", "_parser", "_raw", "_url")
 
     def __init__(self) -> None:
-        self.url = b""
-        self.raw: list[tuple[str, str]] = []
-        self.complete = False
-        self.keep_alive = False
-        self.method = b""
-        self.version = ""
-        self.parser = HttpRequestParser(self)
+        self._parser = HttpRequestParser(self)
+        self._done = True
+        self._url = b""
+        self._raw: list[tuple[str, str]] = []
+        self._complete = False
+        self._keep_alive = False
+        self._method = b""
+
+    # --- httptools callbacks ----------------------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Decoded the way aiohttp's server decodes them, and encoded back the same way.
-        self.raw.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        self._raw.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         # Read here: once a message is complete, llhttp resets what it knew about it.
-        parser = self.parser
-        self.keep_alive = parser.should_keep_alive()
-        self.method = parser.get_method()
-        self.version = parser.get_http_version()
-        self.complete = True
+        parser = self._parser
+        if parser.get_http_version() == "1.1":
+            self._keep_alive = parser.should_keep_alive()
+            self._method = parser.get_method()
+            self._complete = True
 
+    def on_message_complete(self) -> None:
+        self._done = True
 
-def parse_head(data: bytes) -> RequestHead | None:
-    """The request head ``data`` (ending in a blank line), or ``None`` if the edge leaves it."""
-    sink = _Sink()
-    try:
-        sink.parser.feed_data(data)
-    except (HttpParserError, HttpParserUpgrade):
-        return None
-    if not sink.complete or sink.version != "1.1":
-        return None
-    url = sink.url
-    if not url.startswith(b"/") or b"#" in url:
-        return None
-    try:
-        target = url.decode("ascii")
-        method = sink.method.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return RequestHead(
-        method,
-        target,
-        CIMultiDict(sink.raw),
-        sink.keep_alive,
-        f"{method} {target} HTTP/1.1",
-    )
+    # --- one head ---------------------------------------------------------------------------
+
+    def parse(self, data: bytes) -> RequestHead | None:
+        """The request head ``data`` (ending in a blank line), or ``None`` if the edge leaves it.
+
+        ``None`` for anything llhttp refuses, an HTTP version other than 1.1, an upgrade, or a
+        target that is not an ASCII origin-form path.
+        """
+        if not self._done:
+            self._parser = HttpRequestParser(self)
+        self._done = False
+        self._url = b""
+        self._raw = []
+        self._complete = False
+        try:
+            self._parser.feed_data(data)
+        except (HttpParserError, HttpParserUpgrade):
+            self._done = False  # a parser that failed is not used again
+            return None
+        url = self._url
+        if not self._complete or not url.startswith(b"/") or b"#" in url:
+            return None
+        try:
+            target = url.decode("ascii")
+            method = self._method.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return RequestHead(
+            method,
+            target,
+            CIMultiDict(self._raw),
+            self._keep_alive,
+            f"{method} {target} HTTP/1.1",
+        )
 
 
 _date: list[object] = [0, ""]

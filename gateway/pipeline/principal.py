@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from auth.tokens import Claims
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Principal:
-    """Who sent the request, as a verified access token says."""
+    """Who sent the request, as a verified access token says.
+
+    (Not frozen: one is made per proxied request, and a frozen dataclass's ``__init__`` costs
+    several times as much. Nothing changes it after ``from_claims``.)
+    """
 
     user_id: int
     is_admin: bool

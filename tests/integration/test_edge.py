@@ -31,6 +31,12 @@ Client = TestClient[Any, Any]
 StartGateway = Callable[..., Any]
 
 
+# Every test here runs on asyncio's loop and on uvloop (what ``gateway serve`` runs on): the
+# hand-over swaps the protocol of a live transport, which each loop implements itself
+# (``tests/conftest.py``, ``pytest_asyncio_loop_factories``).
+BOTH_LOOPS = True
+
+
 class RawConnection:
     """One client connection: write raw requests, read responses one by one."""
 
