@@ -11,7 +11,6 @@ Errors are the same envelopes, with the same headers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Final
@@ -198,10 +197,3 @@ async def _relay(
     if chunked:
         conn.write(_LAST_CHUNK)
     return size, keep_alive
-
-
-def start(
-    conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
-) -> asyncio.Task[None]:
-    """Serve one request in its own task (cancelled if the client goes away)."""
-    return asyncio.get_running_loop().create_task(exchange(conn, head, plan, body))

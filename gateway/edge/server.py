@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway.appkeys import CONFIG, SERVICES
 from gateway.edge.connection import EdgeConnection, RequestBody
-from gateway.edge.exchange import start
+from gateway.edge.exchange import exchange
 from gateway.edge.wire import RequestHead
 from gateway.middlewares.cors import CorsPolicy
 from gateway.proxy.handler import ProxyHandler
@@ -91,6 +91,8 @@ class EdgeServer:
         self._own_exact, self._own_prefixes = _own_paths(app)
         self._connections: set[EdgeConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop the connections run on (known from the first one on)."""
         self.epoch = 0
         """Ticks of ``keepalive_timeout / 2``: idle connections close after two."""
         self.closing = False
@@ -112,9 +114,10 @@ class EdgeServer:
     def track(self, conn: EdgeConnection) -> None:
         """Count ``conn`` among the open connections (for keep-alive and shutdown)."""
         self._connections.add(conn)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         if self._sweeper is None and self.keepalive_timeout > 0:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(self.keepalive_timeout / 2, self._sweep)
+            self._sweeper = self.loop.call_later(self.keepalive_timeout / 2, self._sweep)
 
     def untrack(self, conn: EdgeConnection) -> None:
         """Forget ``conn`` (closed, or handed to aiohttp)."""
@@ -128,9 +131,8 @@ class EdgeServer:
         for conn in list(self._connections):
             if not conn.busy and conn.idle_epoch <= expired:
                 conn.close()
-        if self._connections and not self.closing:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(self.keepalive_timeout / 2, self._sweep)
+        if self._connections and not self.closing and self.loop is not None:
+            self._sweeper = self.loop.call_later(self.keepalive_timeout / 2, self._sweep)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -174,7 +176,8 @@ class EdgeServer:
     ) -> asyncio.Task[None]:
         """Start serving a planned request on ``conn``."""
         self.requests_served += 1
-        return start(conn, head, plan, body)
+        assert self.loop is not None  # set when the connection was made
+        return self.loop.create_task(exchange(conn, head, plan, body))
 
     # --- shutdown (what aiohttp's runner calls on its server) -------------------------------
 

@@ -25,18 +25,21 @@ _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 class RequestHead:
     """One parsed request head."""
 
-    __slots__ = ("headers", "keep_alive", "line", "method", "target")
+    __slots__ = ("headers", "keep_alive", "method", "target")
 
     def __init__(
-        self, method: str, target: str, headers: CIMultiDict[str], keep_alive: bool, line: str
+        self, method: str, target: str, headers: CIMultiDict[str], keep_alive: bool
     ) -> None:
         self.method = method
         self.target = target
         """The request target as sent: an origin-form path with its query."""
         self.headers = headers
         self.keep_alive = keep_alive
-        self.line = line
+
+    @property
+    def line(self) -> str:
         """The request line, for the access log."""
+        return f"{self.method} {self.target} HTTP/1.1"
 
 
 class HeadReader:
@@ -104,13 +107,7 @@ class HeadReader:
             method = self._method.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return RequestHead(
-            method,
-            target,
-            CIMultiDict(self._raw),
-            self._keep_alive,
-            f"{method} {target} HTTP/1.1",
-        )
+        return RequestHead(method, target, CIMultiDict(self._raw), self._keep_alive)
 
 
 _date: list[object] = [0, ""]
