@@ -36,10 +36,12 @@ from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
 
-__all__ = ["EdgeServer", "GatewayRunner", "Plan"]
+__all__ = ["ROUTE_CACHE_SIZE", "EdgeServer", "GatewayRunner", "Plan"]
 
 _LOGGER = logging.getLogger(__name__)
 _CATCH_ALL = "/{tail}"
+ROUTE_CACHE_SIZE = 4096
+"""Paths whose route the edge remembers: most traffic repeats a few paths."""
 
 
 class Plan:
@@ -90,6 +92,8 @@ class EdgeServer:
         self.keepalive_timeout = keepalive_timeout
         self._own_exact, self._own_prefixes = _own_paths(app)
         self._connections: set[EdgeConnection] = set()
+        self._routes: dict[str, Route | None] = {}
+        """``_route_for`` of recent paths (emptied when it reaches ``ROUTE_CACHE_SIZE``)."""
         self._sweeper: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop the connections run on (known from the first one on)."""
@@ -142,12 +146,13 @@ class EdgeServer:
         if proxy is None or self.closing:
             return None
         path, _, query = head.target.partition("?")
-        if not is_canonical(path) or path in self._own_exact:
-            return None
-        for prefix in self._own_prefixes:
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return None
-        route = proxy.table.match(path)
+        try:
+            route = self._routes[path]
+        except KeyError:
+            route = self._route_for(path, proxy)
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[path] = route
         method = head.method
         if route is None or not route.allows(method):
             return None
@@ -170,6 +175,15 @@ class EdgeServer:
             if length > self.max_body_size:
                 return None  # aiohttp answers 413
         return Plan(proxy, route, path, query, length)
+
+    def _route_for(self, path: str, proxy: ProxyHandler) -> Route | None:
+        """The proxy route of a request path, if the edge may serve it (see the module doc)."""
+        if not is_canonical(path) or path in self._own_exact:
+            return None
+        for prefix in self._own_prefixes:
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return None
+        return proxy.table.match(path)
 
     def serve(
         self, conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
