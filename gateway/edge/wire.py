@@ -133,9 +133,9 @@ def response_head(
     headers.setdefault("Date", http_date())
     if not keep_alive:
         headers["Connection"] = "close"
-    lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    lines = "\r\n".join(map(": ".join, headers.items()))
     reason = reason or _REASONS.get(status, "")
-    return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n".encode("utf-8", "surrogateescape")
+    return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n\r\n".encode("utf-8", "surrogateescape")
 
 
 def access_line(peer: str, started: float, head: RequestHead, status: int, size: int) -> str:

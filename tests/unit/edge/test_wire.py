@@ -1,0 +1,93 @@
+"""``gateway.edge.wire``: which heads the edge reads, and the response heads it writes."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+from gateway.edge.wire import HeadReader, access_line, response_head
+
+
+def test_a_plain_head() -> None:
+    head = HeadReader().parse(
+        b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: g\r\nX-Thing: caf\xc3\xa9\r\nx-thing: 2\r\n\r\n"
+    )
+    assert head is not None
+    assert (head.method, head.target, head.keep_alive) == ("GET", "/a/b?x=1&y=%20", True)
+    assert head.headers.getall("X-Thing") == ["café", "2"]
+    assert head.line == "GET /a/b?x=1&y=%20 HTTP/1.1"
+
+
+def test_connection_close_is_read_before_llhttp_forgets_it() -> None:
+    head = HeadReader().parse(b"GET / HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+    assert head is not None and head.keep_alive is False
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"GET / HTTP/1.0\r\nHost: g\r\n\r\n", id="http-1.0"),
+        pytest.param(b"GET http://g/ HTTP/1.1\r\nHost: g\r\n\r\n", id="absolute-form"),
+        pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: g\r\n\r\n", id="asterisk-form"),
+        pytest.param(b"CONNECT g:443 HTTP/1.1\r\nHost: g\r\n\r\n", id="connect"),
+        pytest.param(b"GET /a#frag HTTP/1.1\r\nHost: g\r\n\r\n", id="fragment"),
+        pytest.param(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: g\r\n\r\n", id="non-ascii-target"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: g\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            id="upgrade",
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nHost : g\r\n\r\n", id="space-before-colon"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: g\r\nX: a\rb\r\n\r\n", id="bare-cr"),
+        pytest.param(b"GET / HTTP/1.1\nHost: g\n\n", id="bare-lf"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: g\r\n folded\r\n\r\n", id="obs-fold"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: g\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            id="two-lengths",
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: g\r\n", id="unfinished"),
+    ],
+)
+def test_heads_the_edge_leaves_to_aiohttp(data: bytes) -> None:
+    assert HeadReader().parse(data) is None
+
+
+def test_one_reader_reads_head_after_head() -> None:
+    reader = HeadReader()
+    first = reader.parse(b"GET /1 HTTP/1.1\r\nHost: g\r\n\r\n")
+    # A head announcing a body: the connection reads the body itself, the parser never sees it.
+    second = reader.parse(b"POST /2 HTTP/1.1\r\nHost: g\r\nContent-Length: 5\r\n\r\n")
+    third = reader.parse(b"GET /3 HTTP/1.1\r\nHost: g\r\n\r\n")
+    refused = reader.parse(b"GET /4 HTTP/1.1\r\nHost : g\r\n\r\n")
+    fourth = reader.parse(b"GET /5 HTTP/1.1\r\nHost: g\r\n\r\n")
+    assert [h.target if h else None for h in (first, second, third, refused, fourth)] == [
+        "/1",
+        "/2",
+        "/3",
+        None,
+        "/5",
+    ]
+
+
+def test_response_head() -> None:
+    headers = CIMultiDict([("Content-Type", "text/plain"), ("X-A", "café")])
+    data = response_head(404, "", headers, keep_alive=False)
+    status_line, *lines = data.decode("utf-8").split("\r\n")
+    assert status_line == "HTTP/1.1 404 Not Found"
+    assert lines[:2] == ["Content-Type: text/plain", "X-A: café"]
+    assert lines[2].startswith("Date: ") and lines[2].endswith(" GMT")
+    assert lines[3:] == ["Connection: close", "", ""]
+
+
+def test_response_head_keeps_an_upstreams_date_and_reason() -> None:
+    headers = CIMultiDict([("Date", "Mon, 01 Jan 2024 00:00:00 GMT")])
+    assert response_head(200, "Fine", headers, keep_alive=True) == (
+        b"HTTP/1.1 200 Fine\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n"
+    )
+
+
+def test_access_line() -> None:
+    head = HeadReader().parse(b"GET /x?y HTTP/1.1\r\nHost: g\r\nUser-Agent: ua\r\n\r\n")
+    assert head is not None
+    line = access_line("10.0.0.1", 0.0, head, 200, 123)
+    assert line.startswith("10.0.0.1 [")
+    assert line.endswith('] "GET /x?y HTTP/1.1" 200 123 "-" "ua"')
