@@ -236,6 +236,24 @@ async def test_a_connection_is_handed_over_between_two_requests(gateway: Client)
     assert (edge.requests_served, edge.handovers) == (1, 1)
 
 
+async def test_bodiless_answers_keep_the_connection_in_step(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(b"HEAD /h HTTP/1.1\r\nHost: g\r\n\r\n")
+        head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), 10)
+        answers = []
+        for path in ("/_/status/204", "/_/status/304", "/after"):
+            conn.send(get(path))
+            status, headers, body = await conn.response()
+            answers.append((status, body))
+    finally:
+        conn.close()
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: " in head  # the upstream's, for the body a GET would get
+    assert [status for status, _ in answers] == [204, 304, 200]
+    assert echoed(answers[2][1])["path"] == "/after"
+
+
 async def test_connection_close_is_honoured(gateway: Client) -> None:
     conn = await RawConnection.open(gateway)
     try:
