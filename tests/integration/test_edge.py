@@ -105,6 +105,14 @@ async def gateway(gateway_client: StartGateway, upstream: TestServer) -> Client:
     return client
 
 
+def edge_server(make_config: MakeConfig, upstream: TestServer) -> GatewayTestServer:
+    """A gateway with one ``auth: none`` route ``/``, to start with runner options of a test."""
+    app = create_app(
+        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
+    )
+    return GatewayTestServer(app)
+
+
 def echoed(body: bytes) -> dict[str, Any]:
     echo: dict[str, Any] = json.loads(body)
     return echo
@@ -244,7 +252,7 @@ async def test_bodiless_answers_keep_the_connection_in_step(gateway: Client) -> 
         answers = []
         for path in ("/_/status/204", "/_/status/304", "/after"):
             conn.send(get(path))
-            status, headers, body = await conn.response()
+            status, _, body = await conn.response()
             answers.append((status, body))
     finally:
         conn.close()
@@ -303,10 +311,7 @@ async def test_upstream_response_without_length_is_sent_chunked(gateway: Client)
 async def test_idle_connections_close_after_the_keepalive_timeout(
     make_config: MakeConfig, upstream: TestServer
 ) -> None:
-    app = create_app(
-        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
-    )
-    server = GatewayTestServer(app)
+    server = edge_server(make_config, upstream)
     await server.start_server(keepalive_timeout=0.2)
     try:
         reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -323,10 +328,7 @@ async def test_idle_connections_close_after_the_keepalive_timeout(
 async def test_shutdown_lets_the_request_in_flight_finish(
     make_config: MakeConfig, upstream: TestServer
 ) -> None:
-    app = create_app(
-        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
-    )
-    server = GatewayTestServer(app)
+    server = edge_server(make_config, upstream)
     await server.start_server()
     reader, writer = await asyncio.open_connection(server.host, server.port)
     conn = RawConnection(reader, writer)
@@ -348,10 +350,7 @@ async def test_access_log_lines_look_like_aiohttps(
     make_config: MakeConfig, upstream: TestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.access")
-    app = create_app(
-        make_config(routes=[route("/", upstream_base(upstream))]), migrate_embedded=False
-    )
-    server = GatewayTestServer(app)
+    server = edge_server(make_config, upstream)
     await server.start_server(access_log=logging.getLogger("gateway.access"))
     try:
         reader, writer = await asyncio.open_connection(server.host, server.port)
