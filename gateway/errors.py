@@ -60,6 +60,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
 
 
+class RequestTimeout(GatewayError):
+    """408: the client stopped sending its request body for longer than the route's timeout."""
+
+    status = 408
+
+
 class PayloadTooLarge(GatewayError):
     """413: body over the limit."""
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from gateway.edge.wire import HeadReader, RequestHead
 from gateway.errors import BadRequest
+from gateway.proxy.forwarder import body_timeout
 
 if TYPE_CHECKING:
     from gateway.edge.server import EdgeServer, Plan
@@ -34,23 +35,41 @@ PIPELINE_LIMIT: Final = 64 * 1024
 """Bytes of later requests buffered while one is served, above which reading pauses."""
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class RequestBody:
     """The body of the request being served (``Content-Length`` bytes), as it arrives.
 
     A ``BodySource`` for the upstream pool: ``read`` returns what has arrived (waiting for
-    some), ``b""`` once the declared length is complete.
+    some, for the route's timeout at most: then 408), ``b""`` once the declared length is
+    complete.
     """
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_lost", "_waiter", "remaining")
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_lost",
+        "_wait_timeout",
+        "_waiter",
+        "remaining",
+        "stalled",
+    )
 
-    def __init__(self, conn: EdgeConnection, length: int) -> None:
+    def __init__(self, conn: EdgeConnection, length: int, wait_timeout: float) -> None:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._lost = False
+        self._wait_timeout = wait_timeout
         self.remaining = length
         """Bytes of the body that have not arrived yet."""
+        self.stalled = False
+        """True once the client sent nothing for ``wait_timeout`` (the route's timeout)."""
 
     def feed(self, data: bytes) -> int:
         """Take the part of ``data`` that belongs to the body; how many bytes that was."""
@@ -88,11 +107,17 @@ class RequestBody:
                 return b""
             if self._lost:
                 raise BadRequest("the request body could not be read")
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._waiter = waiter
+            timer = loop.call_later(self._wait_timeout, _expire, waiter)
             try:
                 await waiter
+            except TimeoutError:
+                self.stalled = True
+                raise body_timeout(self._wait_timeout) from None
             finally:
+                timer.cancel()
                 self._waiter = None
 
 
@@ -292,7 +317,7 @@ class EdgeConnection(asyncio.Protocol):
         """Serve a planned request whose head has been taken off the buffer."""
         body = None
         if plan.length:
-            body = self._body = RequestBody(self, plan.length)
+            body = self._body = RequestBody(self, plan.length, plan.route.timeout)
             buf = self._buf
             if buf:
                 taken = body.feed(bytes(buf[: plan.length]))
@@ -305,7 +330,7 @@ class EdgeConnection(asyncio.Protocol):
         body, self._body = self._body, None
         if self.closed:
             return
-        if not keep_alive or self.edge.closing:
+        if not keep_alive or self.edge.closing or (body is not None and body.stalled):
             self.close()
             return
         if body is not None and body.remaining:

@@ -13,6 +13,8 @@
 - The route's ``timeout`` bounds connecting and every wait on the upstream (for the response
   headers, then for each chunk). Before the response started: refused/reset → 502, too slow
   → 504. After it started, the client connection is closed (the status is already sent).
+  It bounds every wait for the client's next body chunk too: a client that stops sending its
+  body gets a 408 (the upstream connection is aborted), instead of holding it forever.
 - A client that disconnects cancels the handler (``handler_cancellation``), which aborts the
   upstream connection (it is never returned to the pool).
 
@@ -29,7 +31,13 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayTimeout,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.proxy.headers import response_headers_for_client
 from gateway.proxy.upstream_pool import (
     BodySource,
@@ -67,18 +75,25 @@ def create_upstream_pool() -> UpstreamPool:
 
 
 class _ClientBody:
-    """The client's request body, read as it arrives and held to ``server.max_body_size``."""
+    """The client's request body, read as it arrives and held to ``server.max_body_size``.
 
-    __slots__ = ("_content", "_limit", "_seen")
+    A client that sends nothing for ``wait_timeout`` (the route's timeout) gets a 408.
+    """
 
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+    __slots__ = ("_content", "_limit", "_seen", "_wait_timeout")
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int, wait_timeout: float) -> None:
         self._content = content
         self._limit = limit
+        self._wait_timeout = wait_timeout
         self._seen = 0
 
     async def read(self) -> bytes:
         try:
-            chunk = await self._content.readany()
+            async with asyncio.timeout(self._wait_timeout):
+                chunk = await self._content.readany()
+        except TimeoutError:
+            raise body_timeout(self._wait_timeout) from None
         except Exception:
             raise BadRequest("the request body could not be read") from None
         self._seen += len(chunk)
@@ -87,6 +102,11 @@ class _ClientBody:
             # body (its connection is aborted mid-body).
             raise _too_large(self._limit)
         return chunk
+
+
+def body_timeout(wait_timeout: float) -> RequestTimeout:
+    """The error for a client that stopped sending its body."""
+    return RequestTimeout(f"the request body stopped arriving for {wait_timeout:g}s")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -131,7 +151,7 @@ async def forward(
             framing = _CHUNKED
         elif declared > max_body_size:
             raise _too_large(max_body_size)
-        body = _ClientBody(request.content, max_body_size)
+        body = _ClientBody(request.content, max_body_size, upstream_timeout)
     else:
         framing = empty_body_framing(method, headers)
     head = request_head(method, target, headers, framing)

@@ -12,6 +12,7 @@ closes its connection to them. ``aiohttp_client(app, server_kwargs=...)`` would 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -99,6 +100,26 @@ async def test_slow_upstream_is_504(gateway_client: StartGateway, upstream: Test
     resp = await client.get("/_/slow?seconds=0.1")
     assert resp.status == 200
     assert await resp.text() == "finally"
+
+
+async def test_client_stalling_mid_body_is_408(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    client = await gateway_client(routes=[route("/", upstream_base(upstream), timeout="300ms")])
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        # Declares 100 bytes, sends 10, then nothing: the upstream connection is not held.
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n\r\n0123456789")
+        started = time.monotonic()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        elapsed = time.monotonic() - started
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert_envelope(json.loads(body), 408)
+    assert 0.25 < elapsed < 3, elapsed
 
 
 async def test_upstream_stalling_mid_stream_cuts_the_response(
