@@ -21,6 +21,11 @@ __all__ = ["HeadReader", "RequestHead", "access_line", "http_date", "response_he
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
+# aiohttp's server limits (``RequestHandler`` defaults): a head beyond them is left to aiohttp.
+MAX_LINE_SIZE: Final = 8190
+MAX_FIELD_SIZE: Final = 8190
+MAX_HEADERS: Final = 128
+
 
 class RequestHead:
     """One parsed request head."""
@@ -49,11 +54,21 @@ class HeadReader:
     a head announcing a body (which the connection reads itself) the next head gets a new one.
     """
 
-    __slots__ = ("_complete", "_done", "_keep_alive", "_method", "_parser", "_raw", "_url")
+    __slots__ = (
+        "_complete",
+        "_done",
+        "_keep_alive",
+        "_method",
+        "_oversized",
+        "_parser",
+        "_raw",
+        "_url",
+    )
 
     def __init__(self) -> None:
         self._parser = HttpRequestParser(self)
         self._done = True
+        self._oversized = False
         self._url = b""
         self._raw: list[tuple[str, str]] = []
         self._complete = False
@@ -66,6 +81,8 @@ class HeadReader:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_FIELD_SIZE:
+            self._oversized = True
         # Decoded the way aiohttp's server decodes them, and encoded back the same way.
         self._raw.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
@@ -85,8 +102,9 @@ class HeadReader:
     def parse(self, data: bytes) -> RequestHead | None:
         """The request head ``data`` (ending in a blank line), or ``None`` if the edge leaves it.
 
-        ``None`` for anything llhttp refuses, an HTTP version other than 1.1, an upgrade, or a
-        target that is not an ASCII origin-form path.
+        ``None`` for anything llhttp refuses, an HTTP version other than 1.1, an upgrade, a
+        target that is not an ASCII origin-form path, or a head over aiohttp's limits (which
+        then answers it as it always has).
         """
         if not self._done:
             self._parser = HttpRequestParser(self)
@@ -94,6 +112,7 @@ class HeadReader:
         self._url = b""
         self._raw = []
         self._complete = False
+        self._oversized = False
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade):
@@ -101,6 +120,8 @@ class HeadReader:
             return None
         url = self._url
         if not self._complete or not url.startswith(b"/") or b"#" in url:
+            return None
+        if self._oversized or len(url) > MAX_LINE_SIZE or len(self._raw) > MAX_HEADERS:
             return None
         try:
             target = url.decode("ascii")

@@ -158,6 +158,7 @@ async def test_plain_proxied_requests_are_served_at_the_edge(gateway: Client) ->
             id="preflight",
         ),
         pytest.param(get("/x", "X-Big: " + "a" * (MAX_HEAD_SIZE + 10)), id="oversized-head"),
+        pytest.param(get("/x", "Cookie: " + "c" * 9000), id="field-over-aiohttps-limit"),
         pytest.param(b"GET /x HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", id="malformed"),
         pytest.param(b"\r\nGET /x HTTP/1.1\r\nHost: g\r\n\r\n", id="leading-empty-line"),
     ],

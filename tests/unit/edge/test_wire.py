@@ -45,6 +45,17 @@ def test_connection_close_is_read_before_llhttp_forgets_it() -> None:
             id="two-lengths",
         ),
         pytest.param(b"GET / HTTP/1.1\r\nHost: g\r\n", id="unfinished"),
+        pytest.param(
+            b"GET /" + b"a" * 8190 + b" HTTP/1.1\r\nHost: g\r\n\r\n", id="long-request-line"
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\nHost: g\r\nCookie: " + b"c" * 8190 + b"\r\n\r\n",
+            id="long-field",
+        ),
+        pytest.param(
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(129)) + b"\r\n",
+            id="too-many-fields",
+        ),
     ],
 )
 def test_heads_the_edge_leaves_to_aiohttp(data: bytes) -> None:
