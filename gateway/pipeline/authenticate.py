@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from auth.errors import TokenInvalid
 from auth.service import AuthService
 from gateway.api.bodies import bearer_from_header
@@ -11,17 +9,13 @@ from gateway.errors import Unauthorized
 from gateway.pipeline.principal import Principal
 
 
-async def authenticate(request: web.Request, service: AuthService) -> Principal | None:
-    """Check the request's bearer token exactly as the auth API does (revocation included).
-
-    No ``Authorization: Bearer`` header → ``None`` (anonymous). A token that is present but
-    invalid, expired, revoked or not an access token → ``Unauthorized``, on every auth mode.
-    """
-    return await authenticate_header(request.headers.get("Authorization"), service)
-
-
 async def authenticate_header(authorization: str | None, service: AuthService) -> Principal | None:
-    """``authenticate`` for the value of an ``Authorization`` header (``None``: absent)."""
+    """Check a request's bearer token exactly as the auth API does (revocation included).
+
+    ``authorization`` is the ``Authorization`` header's value. No ``Bearer`` token → ``None``
+    (anonymous). A token that is present but invalid, expired, revoked or not an access token
+    → ``Unauthorized``, on every auth mode.
+    """
     token = bearer_from_header(authorization)
     if token is None:
         return None

@@ -59,12 +59,9 @@ class TrustedProxies:
                 break
         return client
 
-    def proto(self, request: web.Request) -> str:
-        """``http`` or ``https`` as the client used it."""
-        return self.proto_of(request.remote or "", request.headers, secure=request.secure)
-
     def proto_of(self, peer: str, headers: MultiMapping[str], *, secure: bool) -> str:
-        """``proto`` for a socket ``peer``, the request ``headers`` and the socket's TLS."""
+        """``http`` or ``https`` as the client used it, for a socket ``peer``, the request
+        ``headers`` and whether the socket is TLS."""
         if self.trusts(peer):
             sent = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
             if sent in ("http", "https"):
