@@ -19,7 +19,7 @@ from auth.tokens import TokenService
 from config import GatewayConfig
 from gateway.api.auth_routes import setup_auth_routes
 from gateway.api.health import setup_health_routes
-from gateway.appkeys import CONFIG, SERVICES, Services
+from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES, Services
 from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
@@ -42,6 +42,7 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
         middlewares=[request_id_middleware(), cors_middleware(policy), error_middleware()],
     )
     app[CONFIG] = cfg
+    app[CORS_POLICY] = policy
     app[SERVICES] = Services(trusted=TrustedProxies(cfg.server.trusted_proxies))
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(cors_prepare_hook(policy))

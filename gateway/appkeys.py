@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth.service import AuthService
 from auth.store import Store
 from config import GatewayConfig
+from gateway.middlewares.cors import CorsPolicy
 from gateway.proxy.forwarded import TrustedProxies
 
 if TYPE_CHECKING:
@@ -36,3 +37,5 @@ class Services:
 
 CONFIG = web.AppKey("config", GatewayConfig)
 SERVICES = web.AppKey("services", Services)
+CORS_POLICY = web.AppKey("cors_policy", CorsPolicy)
+"""The one edge CORS policy: the middleware, the prepare hook and the edge listener share it."""

@@ -35,11 +35,6 @@ PIPELINE_LIMIT: Final = 64 * 1024
 """Bytes of later requests buffered while one is served, above which reading pauses."""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class RequestBody:
     """The body of the request being served (``Content-Length`` bytes), as it arrives.
 
@@ -107,17 +102,15 @@ class RequestBody:
                 return b""
             if self._lost:
                 raise BadRequest("the request body could not be read")
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
+            waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
-            timer = loop.call_later(self._wait_timeout, _expire, waiter)
             try:
-                await waiter
+                async with asyncio.timeout(self._wait_timeout):
+                    await waiter
             except TimeoutError:
                 self.stalled = True
                 raise body_timeout(self._wait_timeout) from None
             finally:
-                timer.cancel()
                 self._waiter = None
 
 

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from auth.errors import AuthError
 from gateway.edge.wire import RequestHead, access_line, response_head
-from gateway.envelope import error_body
+from gateway.envelope import JSON_CONTENT_TYPE, error_body
 from gateway.errors import GatewayError, status_and_headers
 from gateway.middlewares.request_id import request_id_for, stamp_response
 from gateway.proxy.forwarder import empty_body_framing, open_exchange, request_head
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _CRLF: Final = b"\r\n"
-_JSON: Final = "application/json; charset=utf-8"
+_JSON: Final = f"{JSON_CONTENT_TYPE}; charset=utf-8"
+"""What ``envelope.error_response`` sends as the envelope's content type."""
 
 
 async def exchange(

@@ -27,11 +27,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from gateway.appkeys import CONFIG, SERVICES
+from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection, RequestBody
 from gateway.edge.exchange import exchange
 from gateway.edge.wire import RequestHead
-from gateway.middlewares.cors import CorsPolicy
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
@@ -86,7 +85,7 @@ class EdgeServer:
         cfg = app[CONFIG]
         self._app = app
         self._aiohttp = aiohttp_server
-        self.cors = CorsPolicy(cfg.cors)
+        self.cors = app[CORS_POLICY]
         self.max_body_size = cfg.server.max_body_size
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
