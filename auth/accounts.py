@@ -16,7 +16,6 @@ from auth.models import OneTimeToken, User, utcnow
 from auth.ratelimit import Limit
 from auth.repository import OneTimeTokenRepository, SessionRepository, UserRepository
 from auth.schemas import CreateUserInput, RegisterInput, email_key, username_key
-from auth.templates import human_duration
 from auth.views import UserView
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,15 +74,13 @@ class AccountFlows(ServiceBase):
         )
 
     def _mail_verification(self, user: UserView, token: str) -> None:
-        mail = self.templates.render(
+        self.mail_link(
             "verify_email",
-            user.email,
-            name=user.first_name or user.username,
-            email=user.email,
-            link=self.cfg.email.verify_url.replace("{token}", token),
-            expires=human_duration(self.cfg.auth.email_verification_ttl),
+            user,
+            self.cfg.email.verify_url,
+            token,
+            self.cfg.auth.email_verification_ttl,
         )
-        self.mailer.send_later(mail)
 
     async def verify_email(self, token: str) -> None:
         """Spend a verification token and mark its user's email verified."""

@@ -15,7 +15,7 @@ from auth.passwords import PasswordHasher
 from auth.ratelimit import Limit, RateLimiter
 from auth.repository import SessionRepository
 from auth.store import Store
-from auth.templates import MailTemplates
+from auth.templates import MailTemplates, human_duration
 from auth.tokens import Claims, TokenService
 from auth.views import TokenPair, UserView
 from config import GatewayConfig
@@ -40,6 +40,19 @@ class ServiceBase:
     login_per_ip: Limit
     email_per_address: Limit
     email_per_ip: Limit
+
+    def mail_link(self, template: str, user: UserView, url: str, token: str, ttl: float) -> None:
+        """Mail ``user`` the ``template`` mail with a link to ``url`` (its ``{token}`` filled
+        in) that stays valid for ``ttl`` seconds; sent in the background."""
+        mail = self.templates.render(
+            template,
+            user.email,
+            name=user.first_name or user.username,
+            email=user.email,
+            link=url.replace("{token}", token),
+            expires=human_duration(ttl),
+        )
+        self.mailer.send_later(mail)
 
     async def count_login_attempt(self, account_key: str | None, client_ip: str | None) -> None:
         """Count a credential attempt per account and per IP *before* checking it, so parallel

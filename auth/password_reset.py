@@ -22,7 +22,6 @@ from auth.errors import InvalidCredentials, NotFound, TokenInvalid
 from auth.models import OneTimeToken, utcnow
 from auth.repository import OneTimeTokenRepository, SessionRepository, UserRepository
 from auth.schemas import email_key
-from auth.templates import human_duration
 from auth.views import LoginResult, UserView
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,15 +56,7 @@ class PasswordFlows(ServiceBase):
                 )
             )
             view = UserView.of(user)
-        mail = self.templates.render(
-            "password_reset",
-            view.email,
-            name=view.first_name or view.username,
-            email=view.email,
-            link=self.cfg.email.reset_url.replace("{token}", token),
-            expires=human_duration(ttl),
-        )
-        self.mailer.send_later(mail)
+        self.mail_link("password_reset", view, self.cfg.email.reset_url, token, ttl)
 
     async def reset_password(self, token: str, password: str) -> None:
         """Spend a reset link: new password, email verified, every session ended."""
