@@ -58,6 +58,14 @@ def _pattern(i: int) -> bytes:
     return i.to_bytes(4, "big") * (CHUNK // 4)
 
 
+async def _patterned_body(digest: hashlib._Hash) -> AsyncIterator[bytes]:
+    """``BIG`` bytes in ``CHUNK``-sized pieces, each also fed to ``digest``."""
+    for i in range(BIG // CHUNK):
+        chunk = _pattern(i)
+        digest.update(chunk)
+        yield chunk
+
+
 async def test_100_mib_upload_streams_in_bounded_memory(
     gateway_client: StartGateway, upstream: TestServer
 ) -> None:
@@ -67,14 +75,8 @@ async def test_100_mib_upload_streams_in_bounded_memory(
     )
     digest = hashlib.sha256()
 
-    async def body() -> AsyncIterator[bytes]:
-        for i in range(BIG // CHUNK):
-            chunk = _pattern(i)
-            digest.update(chunk)
-            yield chunk
-
     with traced_peak() as peak:
-        resp = await client.post("/up/file", data=body())
+        resp = await client.post("/up/file", data=_patterned_body(digest))
         echo = await resp.json()
     assert resp.status == 200
     assert echo["body_length"] == BIG
@@ -92,14 +94,10 @@ async def test_100_mib_upload_with_content_length(
     )
     digest = hashlib.sha256()
 
-    async def body() -> AsyncIterator[bytes]:
-        for i in range(BIG // CHUNK):
-            chunk = _pattern(i)
-            digest.update(chunk)
-            yield chunk
-
     with traced_peak() as peak:
-        resp = await client.put("/up/file", data=body(), headers={"Content-Length": str(BIG)})
+        resp = await client.put(
+            "/up/file", data=_patterned_body(digest), headers={"Content-Length": str(BIG)}
+        )
         echo = await resp.json()
     assert resp.status == 200
     assert echo["headers"]["content-length"] == [str(BIG)]
