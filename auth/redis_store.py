@@ -117,14 +117,21 @@ class RedisStore:
 
     async def is_session_revoked(self, sid: str) -> bool:
         """From the mirror when synced (no round trip); else Redis, else the last known mirror."""
-        if self._synced or self._down_since is not None:
-            until = self._revoked.get(sid)
-            return until is not None and until > time.time()
+        known = self.revoked_now(sid)
+        if known is not None:
+            return known
         try:
             return bool(await self._redis.exists(f"{self._prefix}revoked:{sid}"))
         except (RedisError, OSError):
             until = self._revoked.get(sid)
             return until is not None and until > time.time()
+
+    def revoked_now(self, sid: str) -> bool | None:
+        """The mirror's answer while it is synced (or Redis is down); ``None``: ask Redis."""
+        if self._synced or self._down_since is not None:
+            until = self._revoked.get(sid)
+            return until is not None and until > time.time()
+        return None
 
     async def remember_revoked(self, sids: Sequence[str], ttl: int) -> None:
         """Mirror revocations learned from the database (the writer already told Redis)."""

@@ -174,16 +174,43 @@ class AuthService(AccountFlows, EmailCodeFlows, PasswordFlows, UserAdmin):
         string, signature included) until its ``exp``, so the hot path skips the JWT work;
         revocation is still checked on every call.
         """
+        claims = self.authenticate_now(access_token)
+        if claims is not None:
+            return claims
+        # The store must be asked (a Redis round trip); the token is verified and cached now.
+        claims = self._verified_claims(access_token)
+        if await self.store.is_session_revoked(claims.sid):
+            raise TokenInvalid("token has been revoked")
+        return self._current(claims)
+
+    def authenticate_now(self, access_token: str) -> Claims | None:
+        """``authenticate`` without waiting; ``None`` when the store needs a round trip.
+
+        Raises ``TokenInvalid`` (or ``Unavailable``) exactly as ``authenticate`` does.
+        """
+        claims = self._verified_claims(access_token)
+        if self._revocation_checks:
+            revoked = self.store.revoked_now(claims.sid)
+            if revoked is None:
+                return None
+            if revoked:
+                raise TokenInvalid("token has been revoked")
+        return self._current(claims)
+
+    def _verified_claims(self, access_token: str) -> Claims:
+        """The claims of a valid access token (revocation aside), from the cache when known."""
         claims = self._verified.get(access_token)
         if claims is None or claims.exp + self._leeway <= time.time():
             claims = self.tokens.verify(access_token, "access")
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 del self._verified[next(iter(self._verified))]  # the oldest entry
             self._verified[access_token] = claims
+        return claims
+
+    def _current(self, claims: Claims) -> Claims:
+        """``claims`` of an unrevoked session, checked against the user's current state."""
         if not self._revocation_checks:
             return claims
-        if await self.store.is_session_revoked(claims.sid):
-            raise TokenInvalid("token has been revoked")
         if self._on_stale_closed and self._stale():
             raise Unavailable("session state is stale (database and Redis unreachable)")
         state = self.feed.user_state(claims.user_id)

@@ -46,6 +46,9 @@ class Store(Protocol):
     async def is_session_revoked(self, sid: str) -> bool:
         """True when ``sid`` was revoked."""
 
+    def revoked_now(self, sid: str) -> bool | None:
+        """``is_session_revoked`` when it can be answered without a round trip, else ``None``."""
+
     async def incr(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
         """Add ``amount`` to ``key``'s fixed-window count; return (count, seconds left)."""
 
@@ -99,6 +102,9 @@ class MemoryStore:
         await self.revoke_sessions(sids, ttl)
 
     async def is_session_revoked(self, sid: str) -> bool:
+        return self.revoked_now(sid)
+
+    def revoked_now(self, sid: str) -> bool:
         until = self._revoked.get(sid)
         return until is not None and until > time.monotonic()
 

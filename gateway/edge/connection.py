@@ -16,6 +16,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
+from gateway.edge.exchange import Exchange
 from gateway.edge.wire import HeadReader, RequestHead
 from gateway.errors import BadRequest
 from gateway.proxy.forwarder import body_timeout
@@ -122,10 +123,11 @@ class EdgeConnection(asyncio.Protocol):
         "_buf",
         "_discard",
         "_drain_waiter",
+        "_exchange",
         "_reader",
         "_reading_paused",
         "_scan_from",
-        "_task",
+        "_starting",
         "closed",
         "edge",
         "idle_epoch",
@@ -145,7 +147,8 @@ class EdgeConnection(asyncio.Protocol):
         self.idle_epoch = edge.epoch
         self._buf = bytearray()
         self._scan_from = 0
-        self._task: asyncio.Task[None] | None = None
+        self._exchange: Exchange | None = None
+        self._starting = False
         self._body: RequestBody | None = None
         self._discard = 0
         self._reader = HeadReader()
@@ -155,12 +158,12 @@ class EdgeConnection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """True while a request is being served."""
-        return self._task is not None
+        return self._exchange is not None
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        """The task serving the current request, if any."""
-        return self._task
+        """The task serving the current request, if it has one."""
+        return None if self._exchange is None else self._exchange.task
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -177,8 +180,8 @@ class EdgeConnection(asyncio.Protocol):
         self.edge.untrack(self)
         if self._body is not None:
             self._body.lose()
-        if self._task is not None:
-            self._task.cancel()  # the exchange aborts its upstream connection
+        if self._exchange is not None:
+            self._exchange.cancel()  # which aborts its upstream connection
         self._wake_drain()
 
     def pause_writing(self) -> None:
@@ -202,7 +205,7 @@ class EdgeConnection(asyncio.Protocol):
                 return
             data = data[dropped:]
         if (
-            self._task is None
+            self._exchange is None
             and not self._buf
             and data.endswith(b"\r\n\r\n")
             and data.find(b"\r\n\r\n") == len(data) - 4
@@ -212,7 +215,7 @@ class EdgeConnection(asyncio.Protocol):
             self._start(*planned)
             return
         self._buf += data
-        if self._task is None:
+        if self._exchange is None:
             self._next()
         elif len(self._buf) > PIPELINE_LIMIT:
             self.pause_reading()
@@ -229,7 +232,7 @@ class EdgeConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         """Read again, unless pipelined bytes are still piling up behind a busy request."""
         if self._reading_paused and not self.closed:
-            if self._task is not None and len(self._buf) > PIPELINE_LIMIT:
+            if self._exchange is not None and len(self._buf) > PIPELINE_LIMIT:
                 return
             self._reading_paused = False
             assert self.transport is not None
@@ -268,6 +271,13 @@ class EdgeConnection(asyncio.Protocol):
             except RuntimeError:
                 pass
 
+    def abort(self) -> None:
+        """Stop serving at once: the request in flight is cancelled, the connection reset."""
+        if self._exchange is not None:
+            self._exchange.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
     def close(self) -> None:
         """Close the connection once what was written has been sent."""
         if not self.closed and self.transport is not None:
@@ -276,25 +286,28 @@ class EdgeConnection(asyncio.Protocol):
     # --- requests ---------------------------------------------------------------------------
 
     def _next(self) -> None:
-        """Serve the next request if its head is complete; hand over what the edge leaves."""
+        """Serve the buffered requests whose heads are complete; hand over what the edge leaves.
+
+        One after another while each is answered at once (an error, say); it stops at one that
+        is still being served, and ``finished`` calls it again.
+        """
         buf = self._buf
-        if not buf:
-            return
-        end = buf.find(b"\r\n\r\n", self._scan_from)
-        if end < 0:
-            if len(buf) > MAX_HEAD_SIZE or buf[0] in b"\r\n":
+        while buf and self._exchange is None and not self._discard and not self.closed:
+            end = buf.find(b"\r\n\r\n", self._scan_from)
+            if end < 0:
+                if len(buf) > MAX_HEAD_SIZE or buf[0] in b"\r\n":
+                    self._hand_over()
+                else:
+                    self._scan_from = max(0, len(buf) - 3)
+                return
+            self._scan_from = 0
+            size = end + 4
+            planned = self._plan(bytes(buf[:size]))
+            if planned is None:
                 self._hand_over()
-            else:
-                self._scan_from = max(0, len(buf) - 3)
-            return
-        self._scan_from = 0
-        size = end + 4
-        planned = self._plan(bytes(buf[:size]))
-        if planned is None:
-            self._hand_over()
-            return
-        del buf[:size]
-        self._start(*planned)
+                return
+            del buf[:size]
+            self._start(*planned)
 
     def _plan(self, data: bytes) -> tuple[RequestHead, Plan] | None:
         """The head in ``data`` and how the edge serves it; ``None``: aiohttp is to."""
@@ -315,11 +328,17 @@ class EdgeConnection(asyncio.Protocol):
             if buf:
                 taken = body.feed(bytes(buf[: plan.length]))
                 del buf[:taken]
-        self._task = self.edge.serve(self, head, plan, body)
+        self._exchange = exchange = Exchange(self, head, plan, body)
+        self.edge.requests_served += 1
+        self._starting = True
+        try:
+            exchange.start()  # may be answered (and ``finished``) before it returns
+        finally:
+            self._starting = False
 
     def finished(self, keep_alive: bool) -> None:
         """The current request is answered: go on with the next one, or close."""
-        self._task = None
+        self._exchange = None
         body, self._body = self._body, None
         if self.closed:
             return
@@ -333,13 +352,13 @@ class EdgeConnection(asyncio.Protocol):
             self._discard = body.remaining
         self.idle_epoch = self.edge.epoch
         self.resume_reading()
-        if self._buf and not self._discard:
-            self._next()
+        if self._buf and not self._discard and not self._starting:
+            self._next()  # (while starting, the ``_next`` loop that started it goes on)
 
     def _hand_over(self) -> None:
         """Make aiohttp's server the protocol of this connection, from the buffered bytes on."""
         transport = self.transport
-        assert transport is not None and self._task is None
+        assert transport is not None and self._exchange is None
         self.edge.untrack(self)
         protocol = self.edge.aiohttp_protocol()
         transport.set_protocol(protocol)

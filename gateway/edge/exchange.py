@@ -7,10 +7,19 @@ hooks add there (``X-Request-Id``, ``Server``, ``Date``, the CORS policy) and wr
 body in one write when the upstream's answer is complete, else streamed chunk by chunk (with
 chunked encoding when the upstream gave no length), waiting while the client's socket is full.
 Errors are the same envelopes, with the same headers.
+
+Most requests need no task at all (``Exchange.start``): a request without a body whose token
+the auth service can check from memory (``ProxyHandler.admit_now``), on a route without a rate
+limit, goes out at once on an idle pooled connection (``UpstreamPool.send_now``), and the
+upstream connection's ``data_received`` writes the answer when it is complete. Anything that
+has to wait — a body to stream, a revocation check or rate limit needing Redis, no idle
+upstream connection, an answer that streams, a stale connection to retry — goes on in a task
+(``Exchange.run``), from where the direct attempt stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Final
@@ -22,14 +31,14 @@ from gateway.edge.wire import RequestHead, access_line, response_head
 from gateway.envelope import JSON_CONTENT_TYPE, error_body
 from gateway.errors import GatewayError, status_and_headers
 from gateway.middlewares.request_id import request_id_for, stamp_response
-from gateway.proxy.forwarder import empty_body_framing, open_exchange, request_head
-from gateway.proxy.headers import response_headers_for_client
-from gateway.proxy.upstream_pool import (
-    UpstreamConnection,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamTimeout,
+from gateway.proxy.forwarder import (
+    empty_body_framing,
+    open_exchange,
+    request_head,
+    upstream_failure,
 )
+from gateway.proxy.headers import response_headers_for_client
+from gateway.proxy.upstream_pool import UpstreamConnection, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from gateway.edge.connection import EdgeConnection, RequestBody
@@ -42,159 +51,301 @@ _JSON: Final = f"{JSON_CONTENT_TYPE}; charset=utf-8"
 """What ``envelope.error_response`` sends as the envelope's content type."""
 
 
-async def exchange(
-    conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
-) -> None:
-    """Answer one request the edge took; then let ``conn`` go on (or close)."""
-    edge = conn.edge
-    route = plan.route
-    headers = head.headers
-    access_log = edge.access_log
-    if access_log is not None and not access_log.isEnabledFor(logging.INFO):
-        access_log = None
-    started = time.time() if access_log is not None else 0.0
-    request_id = request_id_for(headers.get("X-Request-Id"))
-    origin = headers.get("Origin")
-    cors_origin = origin if origin is not None and edge.cors.allows(origin) else None
-    keep_alive = head.keep_alive
-    status, size = 0, 0
-    try:
+class Exchange:
+    """One request the edge took, from its head to the end of its answer."""
+
+    __slots__ = (
+        "access_log",
+        "body",
+        "conn",
+        "cors_origin",
+        "head",
+        "keep_alive",
+        "plan",
+        "request",
+        "request_id",
+        "size",
+        "started",
+        "status",
+        "task",
+        "upstream",
+    )
+
+    def __init__(
+        self, conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
+    ) -> None:
+        edge = conn.edge
+        headers = head.headers
+        self.conn = conn
+        self.head = head
+        self.plan = plan
+        self.body = body
+        access_log = edge.access_log
+        if access_log is not None and not access_log.isEnabledFor(logging.INFO):
+            access_log = None
+        self.access_log = access_log
+        self.started = time.time() if access_log is not None else 0.0
+        self.request_id = request_id_for(headers.get("X-Request-Id"))
+        origin = headers.get("Origin")
+        self.cors_origin = origin if origin is not None and edge.cors.allows(origin) else None
+        self.keep_alive = head.keep_alive
+        self.status = 0
+        self.size = 0
+        self.request: bytes | None = None
+        """The request head for the upstream, once the pipeline has admitted the request."""
+        self.upstream: UpstreamConnection | None = None
+        """The upstream connection of a request sent without a task, until it answers."""
+        self.task: asyncio.Task[None] | None = None
+        """The task serving the request, once it had to wait for something."""
+
+    # --- without a task ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve the request: at once when nothing needs waiting for, else in a task."""
+        if self.body is None:
+            try:
+                if self._send_now():
+                    return
+            except (GatewayError, AuthError) as exc:
+                self._send_failure(exc)
+                self._done()
+                return
+            except Exception:
+                # SECURITY: the details stay in the log; the client gets a generic message.
+                _LOGGER.exception("unhandled error on %s %s", self.head.method, self.plan.path)
+                self._send_error(500, (), {})
+                self._done()
+                return
+        self._in_task()
+
+    def _send_now(self) -> bool:
+        """Admit the request and send it on an idle upstream connection, if that needs no wait.
+
+        False when something must be waited for (then ``request`` is kept if it was admitted).
+        """
+        plan = self.plan
+        conn = self.conn
+        headers = self.head.headers
+        upstream_headers = plan.proxy.admit_now(
+            plan.route,
+            headers,
+            peer=conn.peer,
+            host=headers.get("Host", ""),
+            secure=conn.secure,
+            request_id=self.request_id,
+        )
+        if upstream_headers is None:
+            return False
+        self.request = self._request_head(upstream_headers)
+        route = plan.route
+        self.upstream = plan.proxy.pool.send_now(
+            route.origin, self.head.method, self.request, self, route.timeout
+        )
+        return self.upstream is not None
+
+    def upstream_answered(self, upstream: UpstreamConnection) -> None:
+        """``Sink``: the upstream has answered (or failed) a request sent without a task."""
+        self.upstream = None
+        error = upstream.error
         try:
-            upstream_headers = await plan.proxy.admit(
-                route,
-                headers,
-                peer=conn.peer,
-                host=headers.get("Host", ""),
-                secure=conn.secure,
-                request_id=request_id,
-            )
-            target = route.upstream_path(plan.path)
-            if plan.query:
-                target = f"{target}?{plan.query}"
-            framing = empty_body_framing(head.method, upstream_headers)
-            upstream = await open_exchange(
-                plan.proxy.pool,
-                route.origin,
-                head.method,
-                request_head(head.method, target, upstream_headers, framing),
-                body,
-                False,
-                route.timeout,
-            )
-        except (GatewayError, AuthError) as exc:
-            status, details, extra = status_and_headers(exc)
-            size = _send_error(conn, status, details, extra, request_id, cors_origin, keep_alive)
-            return
+            if error is None and upstream.complete:
+                self.status = upstream.status
+                self._write_whole(upstream)
+                self.conn.edge.answered_at_once += 1
+            elif upstream.head_done:
+                # A body still to come (or cut off): streamed by a task as on the other path.
+                self.status = upstream.status
+                self.task = asyncio.get_running_loop().create_task(self._stream(upstream))
+                return
+            elif upstream.retryable:
+                self._in_task()  # a stale pooled connection: sent again, on another one
+                return
+            else:
+                assert isinstance(error, UpstreamError | UpstreamTimeout)
+                self._send_failure(upstream_failure(self.plan.route.origin, error, self._timeout))
         except Exception:
-            # SECURITY: the details stay in the log; the client gets a generic message.
-            _LOGGER.exception("unhandled error on %s %s", head.method, plan.path)
-            status = 500
-            size = _send_error(conn, status, (), {}, request_id, cors_origin, keep_alive)
-            return
-        status = upstream.status
-        pool = plan.proxy.pool
+            _LOGGER.exception("unhandled error relaying %s %s", self.head.method, self.plan.path)
+            self.keep_alive = False
+        self._done()
+
+    def cancel(self) -> None:
+        """The client went away: stop (the upstream connection is aborted, never pooled)."""
+        if self.task is not None:
+            self.task.cancel()  # the task aborts its upstream connection
+        elif self.upstream is not None:
+            self.upstream.abandon()
+            self.upstream = None
+            self._done()
+
+    # --- in a task --------------------------------------------------------------------------
+
+    def _in_task(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        """Serve the request, waiting where it has to (see the module docstring)."""
         try:
-            size, keep_alive = await _relay(
-                conn, pool, upstream, head, request_id, cors_origin, keep_alive, route.timeout
-            )
+            try:
+                # Admitted already: the direct attempt found no idle upstream connection, or
+                # a stale one: this request goes on a new one (the pool grows to what is in
+                # flight, so that the next requests find one idle).
+                fresh = self.request is not None
+                if self.request is None:
+                    self.request = self._request_head(await self._admit())
+                upstream = await open_exchange(
+                    self.plan.proxy.pool,
+                    self.plan.route.origin,
+                    self.head.method,
+                    self.request,
+                    self.body,
+                    False,
+                    self._timeout,
+                    fresh,
+                )
+            except (GatewayError, AuthError) as exc:
+                self._send_failure(exc)
+                return
+            except Exception:
+                # SECURITY: the details stay in the log; the client gets a generic message.
+                _LOGGER.exception("unhandled error on %s %s", self.head.method, self.plan.path)
+                self._send_error(500, (), {})
+                return
+            self.status = upstream.status
+            await self._relay(upstream)
+        finally:
+            self._done()
+
+    async def _stream(self, upstream: UpstreamConnection) -> None:
+        """The rest of ``run`` for an answer that arrived without a task: relay it."""
+        try:
+            await self._relay(upstream)
+        finally:
+            self._done()
+
+    async def _admit(self) -> CIMultiDict[str]:
+        plan = self.plan
+        headers = self.head.headers
+        return await plan.proxy.admit(
+            plan.route,
+            headers,
+            peer=self.conn.peer,
+            host=headers.get("Host", ""),
+            secure=self.conn.secure,
+            request_id=self.request_id,
+        )
+
+    async def _relay(self, upstream: UpstreamConnection) -> None:
+        """Pass the upstream's answer on (``keep_alive`` false if it could not be whole)."""
+        try:
+            if upstream.complete:
+                self._write_whole(upstream)
+            else:
+                await self._write_streamed(upstream)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             # The head may be gone already: the connection cannot be trusted with another.
-            _LOGGER.exception("unhandled error relaying %s %s", head.method, plan.path)
-            keep_alive = False
-    finally:
-        if status and access_log is not None:
-            access_log.info(access_line(conn.peer, started, head, status, size))
-        conn.finished(keep_alive)
+            _LOGGER.exception("unhandled error relaying %s %s", self.head.method, self.plan.path)
+            self.keep_alive = False
 
+    # --- both -------------------------------------------------------------------------------
 
-def _stamp(
-    conn: EdgeConnection, headers: CIMultiDict[str], request_id: str, cors_origin: str | None
-) -> None:
-    """What aiohttp's ``on_response_prepare`` hooks add on the other path."""
-    stamp_response(headers, request_id)
-    if cors_origin is not None:
-        conn.edge.cors.stamp(headers, cors_origin)
+    @property
+    def _timeout(self) -> float:
+        return self.plan.route.timeout
 
+    def _request_head(self, upstream_headers: CIMultiDict[str]) -> bytes:
+        plan = self.plan
+        method = self.head.method
+        target = plan.route.upstream_path(plan.path)
+        if plan.query:
+            target = f"{target}?{plan.query}"
+        framing = empty_body_framing(method, upstream_headers)
+        return request_head(method, target, upstream_headers, framing)
 
-def _send_error(
-    conn: EdgeConnection,
-    status: int,
-    details: list[str] | tuple[str, ...],
-    extra: dict[str, str],
-    request_id: str,
-    cors_origin: str | None,
-    keep_alive: bool,
-) -> int:
-    """Write the error envelope for ``status``; the bytes written (head and body)."""
-    body = error_body(status, details)
-    headers: CIMultiDict[str] = CIMultiDict(extra)
-    headers["Content-Type"] = _JSON
-    headers["Content-Length"] = str(len(body))
-    _stamp(conn, headers, request_id, cors_origin)
-    data = response_head(status, "", headers, keep_alive=keep_alive) + body
-    conn.write(data)
-    return len(data)
+    def _done(self) -> None:
+        """The answer is written (or abandoned): log it, let the connection go on or close."""
+        if self.status and self.access_log is not None:
+            line = access_line(self.conn.peer, self.started, self.head, self.status, self.size)
+            self.access_log.info(line)
+        self.conn.finished(self.keep_alive)
 
+    def _stamp(self, headers: CIMultiDict[str]) -> None:
+        """What aiohttp's ``on_response_prepare`` hooks add on the other path."""
+        stamp_response(headers, self.request_id)
+        if self.cors_origin is not None:
+            self.conn.edge.cors.stamp(headers, self.cors_origin)
 
-async def _relay(
-    conn: EdgeConnection,
-    pool: UpstreamPool,
-    upstream: UpstreamConnection,
-    head: RequestHead,
-    request_id: str,
-    cors_origin: str | None,
-    keep_alive: bool,
-    upstream_timeout: float,
-) -> tuple[int, bool]:
-    """Pass the upstream's answer on; the bytes written and whether keep-alive still holds.
+    def _send_failure(self, exc: GatewayError | AuthError) -> None:
+        status, details, extra = status_and_headers(exc)
+        self._send_error(status, details, extra)
 
-    (Head and body bytes, as aiohttp's access log counts them.)
-    """
-    headers = response_headers_for_client(upstream.headers)
-    _stamp(conn, headers, request_id, cors_origin)
-    status = upstream.status
-    if upstream.complete:
-        # The whole answer is here (always so for HEAD, 204 and 304): the upstream connection
-        # goes back to the pool first, then head and body leave in one write.
+    def _send_error(
+        self, status: int, details: list[str] | tuple[str, ...], extra: dict[str, str]
+    ) -> None:
+        """Write the error envelope for ``status``."""
+        body = error_body(status, details)
+        headers: CIMultiDict[str] = CIMultiDict(extra)
+        headers["Content-Type"] = _JSON
+        headers["Content-Length"] = str(len(body))
+        self._stamp(headers)
+        data = response_head(status, "", headers, keep_alive=self.keep_alive) + body
+        self.conn.write(data)
+        self.status = status
+        self.size = len(data)
+
+    def _write_whole(self, upstream: UpstreamConnection) -> None:
+        """Write a ``complete`` answer: the upstream connection goes back to the pool first,
+        then head and body leave in one write (always so for HEAD, 204 and 304)."""
+        headers = response_headers_for_client(upstream.headers)
+        self._stamp(headers)
         body = upstream.take_body()
-        pool.release(upstream)
+        self.plan.proxy.pool.release(upstream)
+        status = upstream.status
         if (
             "Content-Length" not in headers
-            and head.method != "HEAD"
+            and self.head.method != "HEAD"
             and status != 204
             and status != 304
         ):
             headers["Content-Length"] = str(len(body))
-        data = response_head(status, upstream.reason, headers, keep_alive=keep_alive) + body
+        data = response_head(status, upstream.reason, headers, keep_alive=self.keep_alive) + body
+        self.conn.write(data)
+        self.size = len(data)
+
+    async def _write_streamed(self, upstream: UpstreamConnection) -> None:
+        """Write the head, then each body chunk as it arrives (chunked without a length)."""
+        conn = self.conn
+        headers = response_headers_for_client(upstream.headers)
+        self._stamp(headers)
+        chunked = "Content-Length" not in headers
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        data = response_head(upstream.status, upstream.reason, headers, keep_alive=self.keep_alive)
         conn.write(data)
-        return len(data), keep_alive
-    chunked = "Content-Length" not in headers
-    if chunked:
-        headers["Transfer-Encoding"] = "chunked"
-    data = response_head(status, upstream.reason, headers, keep_alive=keep_alive)
-    conn.write(data)
-    size = len(data)
-    try:
-        while chunk := await upstream.read(upstream_timeout):
-            size += len(chunk)
-            if chunked:
-                conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
-            else:
-                conn.write(chunk)
-            if conn.write_paused:
-                await conn.drain()
-            if conn.closed:
-                upstream.abort()  # nobody is left to answer; stop reading
-                return size, False
-    except (UpstreamError, UpstreamTimeout) as exc:
-        # The status line is gone already: the only honest signal left is a cut connection.
-        _LOGGER.warning("upstream broke off a response mid-stream: %s", type(exc).__name__)
-        upstream.abort()
-        return size, False
-    except BaseException:  # cancelled (the client went away) or worse
-        upstream.abort()
-        raise
-    pool.release(upstream)
-    if chunked:
-        conn.write(_LAST_CHUNK)
-    return size, keep_alive
+        self.size = len(data)
+        try:
+            while chunk := await upstream.read(self._timeout):
+                self.size += len(chunk)
+                if chunked:
+                    conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
+                else:
+                    conn.write(chunk)
+                if conn.write_paused:
+                    await conn.drain()
+                if conn.closed:
+                    upstream.abort()  # nobody is left to answer; stop reading
+                    self.keep_alive = False
+                    return
+        except (UpstreamError, UpstreamTimeout) as exc:
+            # The status line is gone already: the only honest signal left is a cut connection.
+            _LOGGER.warning("upstream broke off a response mid-stream: %s", type(exc).__name__)
+            upstream.abort()
+            self.keep_alive = False
+            return
+        except BaseException:  # cancelled (the client went away) or worse
+            upstream.abort()
+            raise
+        self.plan.proxy.pool.release(upstream)
+        if chunked:
+            conn.write(_LAST_CHUNK)

@@ -28,8 +28,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
-from gateway.edge.connection import EdgeConnection, RequestBody
-from gateway.edge.exchange import exchange
+from gateway.edge.connection import EdgeConnection
 from gateway.edge.wire import RequestHead
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
@@ -39,6 +38,7 @@ __all__ = ["ROUTE_CACHE_SIZE", "EdgeServer", "GatewayRunner", "Plan"]
 
 _LOGGER = logging.getLogger(__name__)
 _CATCH_ALL = "/{tail}"
+_SHUTDOWN_POLL = 0.01
 ROUTE_CACHE_SIZE = 4096
 """Paths whose route the edge remembers: most traffic repeats a few paths."""
 
@@ -103,6 +103,8 @@ class EdgeServer:
         """Requests the edge has proxied itself (a count for tests and diagnostics)."""
         self.handovers = 0
         """Connections handed to aiohttp."""
+        self.answered_at_once = 0
+        """Requests of ``requests_served`` answered without a task (``exchange.Exchange``)."""
 
     # --- the protocol factory ---------------------------------------------------------------
 
@@ -184,14 +186,6 @@ class EdgeServer:
                 return None
         return proxy.table.match(path)
 
-    def serve(
-        self, conn: EdgeConnection, head: RequestHead, plan: Plan, body: RequestBody | None
-    ) -> asyncio.Task[None]:
-        """Start serving a planned request on ``conn``."""
-        self.requests_served += 1
-        assert self.loop is not None  # set when the connection was made
-        return self.loop.create_task(exchange(conn, head, plan, body))
-
     # --- shutdown (what aiohttp's runner calls on its server) -------------------------------
 
     def pre_shutdown(self) -> None:
@@ -207,14 +201,19 @@ class EdgeServer:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Let requests in flight finish (for ``grace`` seconds at most), then close all."""
-        tasks = [task for conn in self._connections if (task := conn.task) is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = None if grace is None else loop.time() + grace
+        while busy := [conn for conn in self._connections if conn.busy]:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            tasks = [task for conn in busy if (task := conn.task) is not None]
+            if len(tasks) == len(busy):
+                await asyncio.wait(tasks, timeout=left)
+            else:  # some wait for an upstream without a task: look again shortly
+                await asyncio.sleep(_SHUTDOWN_POLL if left is None else min(_SHUTDOWN_POLL, left))
         for conn in list(self._connections):
-            if conn.task is not None:
-                conn.task.cancel()
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         self._connections.clear()
         await self._aiohttp.shutdown(grace)
 

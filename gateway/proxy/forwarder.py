@@ -174,6 +174,7 @@ async def open_exchange(
     body: BodySource | None,
     chunked: bool,
     upstream_timeout: float,
+    fresh: bool = False,
 ) -> UpstreamConnection:
     """Send a request over ``pool``; its connection once the response head is in.
 
@@ -181,13 +182,20 @@ async def open_exchange(
     """
     try:
         return await pool.send(
-            origin, method, head, body, chunked=chunked, wait_timeout=upstream_timeout
+            origin, method, head, body, chunked=chunked, wait_timeout=upstream_timeout, fresh=fresh
         )
-    except UpstreamTimeout:
-        raise GatewayTimeout(f"the upstream did not answer within {upstream_timeout:g}s") from None
-    except UpstreamError as exc:
-        _LOGGER.warning("upstream %s://%s:%s failed: %s", *origin, exc)
-        raise BadGateway("the upstream could not be reached") from None
+    except (UpstreamTimeout, UpstreamError) as exc:
+        raise upstream_failure(origin, exc, upstream_timeout) from None
+
+
+def upstream_failure(
+    origin: Origin, exc: UpstreamError | UpstreamTimeout, upstream_timeout: float
+) -> BadGateway | GatewayTimeout:
+    """The error that answers a request whose upstream failed before its response head."""
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayTimeout(f"the upstream did not answer within {upstream_timeout:g}s")
+    _LOGGER.warning("upstream %s://%s:%s failed: %s", *origin, exc)
+    return BadGateway("the upstream could not be reached")
 
 
 class _WholeResponse(web.StreamResponse):

@@ -9,8 +9,9 @@ from multidict import CIMultiDict, MultiMapping
 from auth.service import AuthService
 from gateway.errors import BadRequest, MethodNotAllowed, NotFoundError
 from gateway.middlewares.request_id import REQUEST_ID
-from gateway.pipeline.authenticate import authenticate_header
+from gateway.pipeline.authenticate import PENDING, authenticate_header, authenticate_header_now
 from gateway.pipeline.authorize import authorize
+from gateway.pipeline.principal import Principal
 from gateway.proxy.forwarded import TrustedProxies
 from gateway.proxy.forwarder import forward
 from gateway.proxy.headers import request_headers_for_upstream
@@ -69,6 +70,42 @@ class ProxyHandler:
             else:
                 key = f"ip:{self.trusted.client_ip_of(peer, incoming)}"
             await self.service.limiter.charge(route.rate_limit, key)
+        return self._upstream_headers(route, principal, incoming, peer, host, secure, request_id)
+
+    def admit_now(
+        self,
+        route: Route,
+        incoming: MultiMapping[str],
+        *,
+        peer: str,
+        host: str,
+        secure: bool,
+        request_id: str,
+    ) -> CIMultiDict[str] | None:
+        """``admit`` without waiting; ``None`` when it would have to wait (call ``admit``).
+
+        It waits for a rate limit (the counter may live in Redis) and for a revocation check
+        the store cannot answer from memory. Raises what ``admit`` raises.
+        """
+        if route.rate_limit is not None:
+            return None
+        auth = None if route.auth == "none" else incoming.get("Authorization")
+        principal = None if auth is None else authenticate_header_now(auth, self.service)
+        if principal is PENDING:
+            return None
+        authorize(route, principal)
+        return self._upstream_headers(route, principal, incoming, peer, host, secure, request_id)
+
+    def _upstream_headers(
+        self,
+        route: Route,
+        principal: Principal | None,
+        incoming: MultiMapping[str],
+        peer: str,
+        host: str,
+        secure: bool,
+        request_id: str,
+    ) -> CIMultiDict[str]:
         try:
             return request_headers_for_upstream(
                 incoming,

@@ -108,6 +108,59 @@ class BodySource(Protocol):
         ...
 
 
+class Sink(Protocol):
+    """Who is told, without a task waiting, that a request sent with ``send_now`` was answered."""
+
+    def upstream_answered(self, conn: UpstreamConnection) -> None:
+        """``conn`` has the response head (``head_done``), or failed (``error``)."""
+        ...
+
+
+class _Deadlines:
+    """When the exchanges sent with ``send_now`` under one timeout run out of time.
+
+    They share the timeout and start in order, so they expire in order: a queue of
+    ``(deadline, connection, request number)`` and one timer, for the earliest exchange still
+    unanswered, instead of a timer per request. Answered entries are dropped from the front as
+    new ones arrive.
+    """
+
+    __slots__ = ("_loop", "_queue", "_timeout", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._queue: deque[tuple[float, UpstreamConnection, int]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, conn: UpstreamConnection) -> None:
+        queue = self._queue
+        while queue and queue[0][1].sink is None:
+            queue.popleft()
+        queue.append((self._loop.time() + self._timeout, conn, conn.requests))
+        if self._timer is None:
+            self._timer = self._loop.call_at(queue[0][0], self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        queue = self._queue
+        now = self._loop.time()
+        while queue:
+            deadline, conn, request = queue[0]
+            if conn.sink is not None and conn.requests == request:
+                if deadline > now:
+                    self._timer = self._loop.call_at(deadline, self._expire)
+                    return
+                conn.expire()
+            queue.popleft()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(UpstreamTimeout())
@@ -126,10 +179,12 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunks",
         "_error",
         "_got_bytes",
+        "_has_body",
         "_head_request",
         "_head_size",
         "_interim",
         "_loop",
+        "_method",
         "_new_parser",
         "_parser",
         "_pending_head",
@@ -151,6 +206,7 @@ class UpstreamConnection(asyncio.Protocol):
         "reason",
         "requests",
         "reusable",
+        "sink",
         "status",
         "transport",
     )
@@ -172,6 +228,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._got_bytes = False
         self._head_request = False
+        self._method = ""
+        self._has_body = False
         self._head_size = 0
         self._pending_head = 0
         self._interim = False
@@ -188,6 +246,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_epoch = 0
         self.requests = 0
         """Requests sent on this connection so far (the current one included)."""
+        self.sink: Sink | None = None
+        """Told of the answer to a request sent with ``UpstreamPool.send_now``."""
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -206,6 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._error = UpstreamError("the upstream closed the connection without answering")
         self._wake()
+        self._answer_sink()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -231,6 +292,7 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserError as exc:
             if self.complete:
                 self.reusable = False  # trailing bytes after a complete response
+                self._answer_sink()
             else:
                 self._fail(UpstreamError(f"the upstream sent an invalid response: {exc}"))
             return
@@ -243,6 +305,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._reading_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
+        if self.head_done:
+            self._answer_sink()  # last: the sink may release this connection and reuse it
 
     # --- httptools callbacks ----------------------------------------------------------------
 
@@ -313,7 +377,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- the exchange -----------------------------------------------------------------------
 
-    def _begin(self, method: str) -> None:
+    def _begin(self, method: str, has_body: bool) -> None:
         """Reset the per-response state for a new request with ``method``."""
         if self._new_parser:
             self._parser = HttpResponseParser(self)
@@ -330,6 +394,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._error = None
         self._got_bytes = False
         self._head_request = method == "HEAD"
+        self._method = method
+        self._has_body = has_body
         self._head_size = 0
         self._pending_head = 0
         self._interim = False
@@ -347,6 +413,42 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable = False
         self.abort()
         self._wake()
+        self._answer_sink()
+
+    def _answer_sink(self) -> None:
+        sink = self.sink
+        if sink is not None and (self.head_done or self._error is not None):
+            self.sink = None
+            sink.upstream_answered(self)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the exchange failed (``UpstreamError`` or ``UpstreamTimeout``), if it did."""
+        return self._error
+
+    @property
+    def retryable(self) -> bool:
+        """True when a failed request may be sent again on another connection.
+
+        Only a request without a body, with an idempotent method, on a reused connection on
+        which no byte of a response arrived: the race of every keep-alive client with an
+        upstream closing an idle connection.
+        """
+        return (
+            self.requests > 1
+            and not self._got_bytes
+            and not self._has_body
+            and self._method in IDEMPOTENT_METHODS
+        )
+
+    def abandon(self) -> None:
+        """Give up on the answer to ``send_now``: the sink is not told, the connection aborted."""
+        self.sink = None
+        self.abort()
+
+    def expire(self) -> None:
+        """The exchange ran out of time: fail it with ``UpstreamTimeout``."""
+        self._fail(UpstreamTimeout())
 
     async def _wait(self, wait_timeout: float) -> None:
         """Wait until the connection reports progress (data, end, error, drain) or time out."""
@@ -453,6 +555,8 @@ class UpstreamPool:
         self._epoch = 0
         """Ticks of ``keepalive_timeout / 2`` counted by the sweeper while connections idle."""
         self._closed = False
+        self._deadlines: dict[float, _Deadlines] = {}
+        """``send_now``'s expiry queues, one per timeout."""
         self.connections_made = 0
         """Connections opened so far (a count for tests and diagnostics)."""
 
@@ -565,12 +669,40 @@ class UpstreamPool:
             self._sweeper.cancel()
             self._sweeper = None
         self._idle.clear()
+        for deadlines in self._deadlines.values():
+            deadlines.close()
+        self._deadlines.clear()
         for conn in list(self._all):
             conn.abort()
         self._all.clear()
         await asyncio.sleep(0)  # let the transports run connection_lost
 
     # --- one exchange -----------------------------------------------------------------------
+
+    def send_now(
+        self, origin: Origin, method: str, head: bytes, sink: Sink, wait_timeout: float
+    ) -> UpstreamConnection | None:
+        """Send a request without a body on an idle connection, without waiting for anything.
+
+        ``None`` when no idle connection to ``origin`` takes it (nothing was sent: use
+        ``send``). Otherwise ``sink.upstream_answered`` is called with the connection once the
+        response head is in, or once the exchange failed (``error``: an ``UpstreamError``, or
+        ``UpstreamTimeout`` after ``wait_timeout``); a failed request that is ``retryable`` may
+        be sent again with ``send``. ``abort`` the connection to give up on the answer.
+        """
+        conn = self._pop_idle(origin)
+        if conn is None:
+            return None
+        conn._begin(method, False)
+        if not conn.write(head):
+            conn.active = False
+            return None
+        conn.sink = sink
+        deadlines = self._deadlines.get(wait_timeout)
+        if deadlines is None:
+            deadlines = self._deadlines[wait_timeout] = _Deadlines(conn._loop, wait_timeout)
+        deadlines.add(conn)
+        return conn
 
     async def send(
         self,
@@ -581,6 +713,7 @@ class UpstreamPool:
         *,
         chunked: bool,
         wait_timeout: float,
+        fresh: bool = False,
     ) -> UpstreamConnection:
         """Send one request and return its connection once the response head has arrived.
 
@@ -588,9 +721,10 @@ class UpstreamPool:
         (``Content-Length`` or ``Transfer-Encoding: chunked``) already in it as ``body`` and
         ``chunked`` require. The caller then reads the body from the connection and hands it
         back with ``release`` (or ``abort``s it). Errors raised by ``body.read`` propagate
-        unchanged, the connection aborted.
+        unchanged, the connection aborted. ``fresh``: on a new connection (the caller found
+        none idle a moment ago: the pool grows to the number of requests in flight).
         """
-        conn = self._pop_idle(origin)
+        conn = None if fresh else self._pop_idle(origin)
         if conn is not None:
             try:
                 await self._exchange(conn, method, head, body, chunked, wait_timeout)
@@ -614,7 +748,7 @@ class UpstreamPool:
         chunked: bool,
         wait_timeout: float,
     ) -> None:
-        conn._begin(method)
+        conn._begin(method, body is not None)
         try:
             if body is None:
                 if not conn.write(head):
@@ -624,12 +758,7 @@ class UpstreamPool:
             await conn.read_head(wait_timeout)
         except UpstreamError:
             conn.abort()
-            if (
-                conn.requests > 1
-                and not conn._got_bytes
-                and body is None
-                and method in IDEMPOTENT_METHODS
-            ):
+            if conn.retryable:
                 raise _Stale() from None
             raise
         except BaseException:

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from gateway.app import create_app
+from gateway.appkeys import SERVICES
 from gateway.edge.connection import MAX_HEAD_SIZE
 from gateway.edge.server import EdgeServer
 from tests.fixtures.factories import create_user
@@ -394,3 +395,140 @@ async def test_rate_limited_route_counts_once_per_request_at_the_edge(
     finally:
         conn.close()
     assert statuses == [200, 200, 429]
+
+
+# --- requests answered without a task -----------------------------------------------------------
+# A request without a body whose token needs no Redis round trip, on a route without a rate
+# limit, goes out on an idle pooled upstream connection at once, and the upstream connection's
+# answer is written from its ``data_received`` (``exchange.Exchange.start``). The first request
+# to an upstream has no idle connection yet: it goes the task's way, on a new one.
+
+
+async def test_requests_after_the_first_are_answered_without_a_task(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        for i in range(4):
+            conn.send(get(f"/d/{i}", "X-Is-Admin: true"))
+            status, headers, body = await conn.response()
+            assert status == 200 and echoed(body)["path"] == f"/d/{i}"
+            assert "x-is-admin" not in echoed(body)["headers"]
+            assert headers["X-Request-Id"] == echoed(body)["headers"]["x-request-id"][0]
+    finally:
+        conn.close()
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.answered_at_once) == (4, 3)
+
+
+async def test_pipelined_requests_refused_at_once_are_answered_in_order(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    # Each is answered before the next is read, from the loop that reads them (no recursion).
+    client: Client = await gateway_client(
+        routes=[route("/", upstream_base(upstream), auth="required")]
+    )
+    count = 1500
+    conn = await RawConnection.open(client)
+    try:
+        conn.send(b"".join(get(f"/r/{i}", "Authorization: Bearer nope") for i in range(count)))
+        statuses = [(await conn.response())[0] for _ in range(count)]
+        conn.send(get("/last"))
+        assert (await conn.response())[0] == 401
+    finally:
+        conn.close()
+    assert statuses == [401] * count
+
+
+async def test_an_upstream_slower_than_the_timeout_gets_504_without_a_task(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    client: Client = await gateway_client(
+        routes=[route("/", upstream_base(upstream), timeout="300ms")]
+    )
+    conn = await RawConnection.open(client)
+    try:
+        conn.send(get("/warm"))  # leaves an idle upstream connection in the pool
+        assert (await conn.response())[0] == 200
+        started = asyncio.get_running_loop().time()
+        conn.send(get("/_/slow?seconds=3"))
+        status, _, body = await conn.response()
+        waited = asyncio.get_running_loop().time() - started
+        conn.send(get("/after"))  # the client connection is still usable
+        assert (await conn.response())[0] == 200
+    finally:
+        conn.close()
+    assert status == 504
+    assert_envelope(json.loads(body), 504)
+    assert 0.25 < waited < 2.0
+
+
+async def test_a_client_gone_while_waiting_aborts_the_upstream_connection(
+    gateway: Client,
+) -> None:
+    conn = await RawConnection.open(gateway)
+    conn.send(get("/warm"))
+    assert (await conn.response())[0] == 200
+    pool = gateway.app[SERVICES].proxy.pool
+    assert pool.idle_count() == 1
+    conn.send(get("/_/slow?seconds=5"))
+    await asyncio.sleep(0.2)
+    assert pool.idle_count() == 0  # taken by the slow request
+    conn.close()
+    edge = edge_of(gateway)
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if not edge._connections and not pool._all:
+            break
+    assert not edge._connections  # the client connection is gone, and
+    assert not pool._all  # the upstream connection was aborted, not pooled
+
+
+async def test_shutdown_lets_a_request_answered_without_a_task_finish(
+    make_config: MakeConfig, upstream: TestServer
+) -> None:
+    server = edge_server(make_config, upstream)
+    await server.start_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    conn = RawConnection(reader, writer)
+    try:
+        conn.send(get("/warm"))
+        assert (await conn.response())[0] == 200
+        conn.send(get("/_/slow?seconds=0.5"))
+        await asyncio.sleep(0.1)
+        closing = asyncio.create_task(server.close())
+        status, _, body = await conn.response()
+        await closing
+    finally:
+        conn.close()
+    assert (status, body) == (200, b"finally")
+
+
+async def test_a_stale_pooled_connection_is_retried_on_a_new_one(
+    gateway_client: StartGateway,
+) -> None:
+    # This upstream answers the first request of each connection and closes the connection
+    # when the second arrives, unanswered: the race of every keep-alive client.
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client: Client = await gateway_client(routes=[route("/", f"http://127.0.0.1:{port}")])
+        conn = await RawConnection.open(client)
+        try:
+            answers = []
+            for _ in range(3):
+                conn.send(get("/again"))
+                answers.append((await conn.response())[::2])
+        finally:
+            conn.close()
+    finally:
+        server.close()
+    assert answers == [(200, b"ok")] * 3
+    assert len(seen) == 3  # the second and third went out again, each on a new connection
