@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from multidict import CIMultiDict
 
 from auth.errors import AuthError
-from gateway.edge.wire import RequestHead, access_line, response_head
+from gateway.edge.wire import RequestHead, access_line, relayed_head, response_head
 from gateway.envelope import JSON_CONTENT_TYPE, error_body
 from gateway.errors import GatewayError, status_and_headers
 from gateway.middlewares.request_id import request_id_for, stamp_response
@@ -37,7 +37,7 @@ from gateway.proxy.forwarder import (
     request_head,
     upstream_failure,
 )
-from gateway.proxy.headers import response_headers_for_client
+from gateway.proxy.headers import response_fields_for_client, response_headers_for_client
 from gateway.proxy.upstream_pool import UpstreamConnection, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -294,34 +294,52 @@ class Exchange:
         self.status = status
         self.size = len(data)
 
-    def _write_whole(self, upstream: UpstreamConnection) -> None:
-        """Write a ``complete`` answer: the upstream connection goes back to the pool first,
-        then head and body leave in one write (always so for HEAD, 204 and 304)."""
-        headers = response_headers_for_client(upstream.headers)
+    def _relayed_head(
+        self, upstream: UpstreamConnection, length: int | None, streamed: bool
+    ) -> tuple[bytes, bool]:
+        """The head for the client of the upstream's answer; whether its body goes chunked.
+
+        (``wire.relayed_head`` for ``length`` and ``streamed``; the CORS policy stamps a
+        header multidict, so an answer to a cross-origin request takes that way.)
+        """
+        if self.cors_origin is None:
+            return relayed_head(
+                upstream.status,
+                upstream.raw_reason,
+                response_fields_for_client(upstream.fields),
+                self.request_id,
+                keep_alive=self.keep_alive,
+                length=length,
+                streamed=streamed,
+            )
+        headers = response_headers_for_client(upstream.fields)
         self._stamp(headers)
-        body = upstream.take_body()
-        self.plan.proxy.pool.release(upstream)
+        chunked = False
+        if "Content-Length" not in headers:
+            if length is not None:
+                headers["Content-Length"] = str(length)
+            elif streamed:
+                headers["Transfer-Encoding"] = "chunked"
+                chunked = True
+        head = response_head(upstream.status, upstream.reason, headers, keep_alive=self.keep_alive)
+        return head, chunked
+
+    def _write_whole(self, upstream: UpstreamConnection) -> None:
+        """Write a ``complete`` answer: head and body leave in one write, after the upstream
+        connection went back to the pool (always so for HEAD, 204 and 304)."""
         status = upstream.status
-        if (
-            "Content-Length" not in headers
-            and self.head.method != "HEAD"
-            and status != 204
-            and status != 304
-        ):
-            headers["Content-Length"] = str(len(body))
-        data = response_head(status, upstream.reason, headers, keep_alive=self.keep_alive) + body
+        body = upstream.take_body()
+        bodiless = self.head.method == "HEAD" or status == 204 or status == 304
+        head, _ = self._relayed_head(upstream, None if bodiless else len(body), False)
+        self.plan.proxy.pool.release(upstream)
+        data = head + body
         self.conn.write(data)
         self.size = len(data)
 
     async def _write_streamed(self, upstream: UpstreamConnection) -> None:
         """Write the head, then each body chunk as it arrives (chunked without a length)."""
         conn = self.conn
-        headers = response_headers_for_client(upstream.headers)
-        self._stamp(headers)
-        chunked = "Content-Length" not in headers
-        if chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        data = response_head(upstream.status, upstream.reason, headers, keep_alive=self.keep_alive)
+        data, chunked = self._relayed_head(upstream, None, True)
         conn.write(data)
         self.size = len(data)
         try:

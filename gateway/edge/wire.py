@@ -12,12 +12,19 @@ import datetime
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final
+from typing import Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
-__all__ = ["HeadReader", "RequestHead", "access_line", "http_date", "response_head"]
+__all__ = [
+    "HeadReader",
+    "RequestHead",
+    "access_line",
+    "http_date",
+    "relayed_head",
+    "response_head",
+]
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
 
@@ -131,16 +138,23 @@ class HeadReader:
         return RequestHead(method, target, CIMultiDict(self._raw), self._keep_alive)
 
 
-_date: list[object] = [0, ""]
+_REASONS_BYTES: Final = {status: reason.encode() for status, reason in _REASONS.items()}
+
+_date: list[object] = [0, "", b""]
 
 
 def http_date() -> str:
     """Now as an HTTP ``Date`` (IMF-fixdate), formatted once per second."""
     now = int(time.time())
     if _date[0] != now:
-        _date[0] = now
-        _date[1] = formatdate(now, usegmt=True)
+        date = formatdate(now, usegmt=True)
+        _date[:] = [now, date, date.encode("ascii")]
     return str(_date[1])
+
+
+def _http_date_bytes() -> bytes:
+    http_date()
+    return cast(bytes, _date[2])
 
 
 def response_head(
@@ -157,6 +171,54 @@ def response_head(
     lines = "\r\n".join(map(": ".join, headers.items()))
     reason = reason or _REASONS.get(status, "")
     return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n\r\n".encode("utf-8", "surrogateescape")
+
+
+def relayed_head(
+    status: int,
+    reason: bytes,
+    fields: list[tuple[bytes, bytes, bytes]],
+    request_id: str,
+    *,
+    keep_alive: bool,
+    length: int | None = None,
+    streamed: bool = False,
+) -> tuple[bytes, bool]:
+    """The head of an upstream's answer for the client, and whether its body goes chunked.
+
+    ``fields`` are ``headers.response_fields_for_client``'s; the head is what ``response_head``
+    makes of them after ``stamp_response`` (``X-Request-Id`` set, ``Server`` and ``Date`` added
+    when the upstream sent none): the same header lines, without decoding one. When the
+    upstream sent no ``Content-Length``: ``length`` is given for a body that is all there,
+    ``streamed`` for one that is not (then sent chunked); neither for HEAD, 204 and 304.
+    """
+    lines = [b"HTTP/1.1 %d %s" % (status, reason or _REASONS_BYTES.get(status, b""))]
+    server = date = framed = False
+    for lower, name, value in fields:
+        if lower == b"x-request-id":
+            continue  # replaced by the gateway's
+        if lower == b"content-length":
+            framed = True
+        elif lower == b"server":
+            server = True
+        elif lower == b"date":
+            date = True
+        lines.append(name + b": " + value)
+    lines.append(b"X-Request-Id: " + request_id.encode("ascii"))
+    if not server:
+        lines.append(b"Server: gateway")
+    chunked = False
+    if not framed:
+        if length is not None:
+            lines.append(b"Content-Length: %d" % length)
+        elif streamed:
+            lines.append(b"Transfer-Encoding: chunked")
+            chunked = True
+    if not date:
+        lines.append(b"Date: " + _http_date_bytes())
+    if not keep_alive:
+        lines.append(b"Connection: close")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines), chunked
 
 
 def access_line(peer: str, started: float, head: RequestHead, status: int, size: int) -> str:

@@ -218,7 +218,7 @@ async def _relay(
         body = conn.take_body()
         pool.release(conn)
         response = _WholeResponse(status=conn.status, reason=conn.reason)
-        response.headers.extend(response_headers_for_client(conn.headers))
+        response.headers.extend(response_headers_for_client(conn.fields))
         try:
             await response.prepare(request)
             await response.write_eof(body)
@@ -226,7 +226,7 @@ async def _relay(
             pass  # the client went away; the upstream side is done already
         return response
     response = web.StreamResponse(status=conn.status, reason=conn.reason)
-    response.headers.extend(response_headers_for_client(conn.headers))
+    response.headers.extend(response_headers_for_client(conn.fields))
     try:
         await response.prepare(request)
         while chunk := await conn.read(upstream_timeout):

@@ -29,6 +29,7 @@ drop ``Content-Length`` itself if it ever changes the body.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from multidict import CIMultiDict, MultiMapping
@@ -41,6 +42,7 @@ __all__ = [
     "X_USER_ID",
     "is_identity_header",
     "request_headers_for_upstream",
+    "response_fields_for_client",
     "response_headers_for_client",
 ]
 
@@ -84,6 +86,11 @@ _GATEWAY_OWNED: Final = frozenset(
     }
 )
 """Canonical names of request headers whose client copies never reach the upstream."""
+
+_HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
+
+_USUAL_CONNECTION_BYTES: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
+"""``Connection`` values that name no header beyond the hop-by-hop ones."""
 
 _DROPPED_REQUEST: Final = HOP_BY_HOP | IDENTITY_HEADERS | _GATEWAY_OWNED
 """Canonical names of every request header the loop of ``request_headers_for_upstream`` drops."""
@@ -173,13 +180,33 @@ def request_headers_for_upstream(
     return CIMultiDict(kept)
 
 
-def response_headers_for_client(upstream_headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """Headers of an upstream response that may be passed on to the client."""
-    connection_named = _connection_tokens(upstream_headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream_headers.items():
+def response_fields_for_client(
+    fields: Sequence[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes, bytes]]:
+    """``(lower-case name, name, value)`` of the upstream response ``fields`` passed on.
+
+    ``fields`` are the response's header fields as they came (``UpstreamConnection.fields``):
+    names are tokens (the parser refused anything else), so ASCII lower-casing is exact.
+    """
+    kept: list[tuple[bytes, bytes, bytes]] = []
+    named: set[bytes] | None = None
+    for name, value in fields:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in connection_named or lower.startswith("access-control-"):
+        if lower in _HOP_BY_HOP_BYTES or lower.startswith(b"access-control-"):
+            if lower == b"connection" and value.lower() not in _USUAL_CONNECTION_BYTES:
+                if named is None:
+                    named = set()
+                named.update(token.strip().lower() for token in value.split(b","))
             continue
-        out.add(name, value)
-    return out
+        kept.append((lower, name, value))
+    if named:
+        kept = [field for field in kept if field[0] not in named]
+    return kept
+
+
+def response_headers_for_client(fields: Sequence[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """``response_fields_for_client``, decoded as aiohttp's client decodes headers."""
+    return CIMultiDict(
+        (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        for _, name, value in response_fields_for_client(fields)
+    )

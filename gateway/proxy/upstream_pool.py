@@ -178,32 +178,31 @@ class UpstreamConnection(asyncio.Protocol):
         "_buffered",
         "_chunks",
         "_error",
+        "_feed_size",
         "_got_bytes",
         "_has_body",
         "_head_request",
         "_head_size",
+        "_headers",
         "_interim",
         "_loop",
         "_method",
         "_new_parser",
         "_parser",
         "_pending_head",
-        "_raw",
         "_reading_paused",
         "_reason",
-        "_until_eof",
         "_waiter",
         "_write_paused",
         "active",
         "closed",
         "complete",
+        "fields",
         "head_done",
-        "headers",
         "idle_epoch",
         "keep_alive",
         "origin",
         "pool",
-        "reason",
         "requests",
         "reusable",
         "sink",
@@ -223,7 +222,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
-        self._raw: list[tuple[str, str]] = []
         self._reason = b""
         self._error: BaseException | None = None
         self._got_bytes = False
@@ -232,8 +230,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._has_body = False
         self._head_size = 0
         self._pending_head = 0
+        self._feed_size = 0
         self._interim = False
-        self._until_eof = False
         self.active = False
         self.closed = False
         self.complete = False
@@ -241,8 +239,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.reusable = True
         self.status = 0
-        self.reason = ""
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.fields: list[tuple[bytes, bytes]] = []
+        """The response's header fields as they came: ``(name, value)`` bytes, in order."""
+        self._headers: CIMultiDict[str] | None = None
         self.idle_epoch = 0
         self.requests = 0
         """Requests sent on this connection so far (the current one included)."""
@@ -259,7 +258,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.pool._forget(self)
         if self.active and not self.complete and self._error is None:
-            if exc is None and self.head_done and self._until_eof:
+            if exc is None and self.head_done and self._close_delimited():
                 self.complete = True  # a close-delimited body ends here
             elif self.head_done:
                 self._error = UpstreamError("the upstream closed the connection mid-response")
@@ -284,6 +283,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.abort()
             return
         self._got_bytes = True
+        self._feed_size = len(data)
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade:
@@ -313,7 +313,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.head_done:
             raise UpstreamError("a second response")
-        self._raw = []
+        self.fields = []
         self._reason = b""
 
     def on_status(self, reason: bytes) -> None:
@@ -321,16 +321,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        raw = self._raw
-        if len(raw) >= MAX_HEADERS:
-            raise UpstreamError("too many headers")
-        # Counted here for heads that arrive whole; data_received bounds unfinished ones.
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_HEAD_SIZE:
-            raise UpstreamError("the response head is too large")
-        raw.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        self.fields.append((name, value))  # checked, and decoded if asked, once all are in
 
     def on_headers_complete(self) -> None:
+        fields = self.fields
+        if len(fields) > MAX_HEADERS:
+            raise UpstreamError("too many headers")
+        if self._pending_head + self._feed_size > MAX_HEAD_SIZE:
+            # The head may be too large (data_received bounds those that arrive in pieces).
+            self._head_size += sum(len(name) + len(value) + 4 for name, value in fields)
+            if self._head_size > MAX_HEAD_SIZE:
+                raise UpstreamError("the response head is too large")
         parser = self._parser
         status = parser.get_status_code()
         if status < 200:
@@ -338,10 +339,8 @@ class UpstreamConnection(asyncio.Protocol):
                 raise UpstreamError("the upstream switched protocols unasked")
             self._interim = True  # 100 Continue, 103 Early Hints…: not passed on
             return
-        headers: CIMultiDict[str] = CIMultiDict(self._raw)
         self.status = status
-        self.reason = self._reason.decode("utf-8", "surrogateescape")
-        self.headers = headers
+        self._headers = None
         self.keep_alive = parser.should_keep_alive()
         self.head_done = True
         if self._head_request:
@@ -349,15 +348,42 @@ class UpstreamConnection(asyncio.Protocol):
             # The response ends here; the next exchange gets a fresh parser.
             self.complete = True
             self._new_parser = True
-        elif status != 204 and status != 304 and "Content-Length" not in headers:
-            # Neither length nor chunked framing: the body ends with the connection (RFC 9112
-            # §6.3), as llhttp reads it. A Transfer-Encoding whose last coding is not chunked
-            # counts as none.
-            coding = headers.get("Transfer-Encoding")
-            self._until_eof = (
-                coding is None or coding.rpartition(",")[2].strip().lower() != "chunked"
-            )
         self._wake()
+
+    @property
+    def reason(self) -> str:
+        """The status line's reason phrase."""
+        return self._reason.decode("utf-8", "surrogateescape")
+
+    @property
+    def raw_reason(self) -> bytes:
+        """The reason phrase as it came."""
+        return self._reason
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The response's headers (``fields``), decoded as aiohttp's client decodes them."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(
+                (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+                for name, value in self.fields
+            )
+        return headers
+
+    def _close_delimited(self) -> bool:
+        """True when the body ends with the connection (RFC 9112 §6.3), as llhttp reads it.
+
+        Neither a length nor chunked framing (a Transfer-Encoding whose last coding is not
+        chunked counts as none); never for a response to HEAD, a 204 or a 304.
+        """
+        if self._head_request or self.status == 204 or self.status == 304:
+            return False
+        headers = self.headers
+        if "Content-Length" in headers:
+            return False
+        coding = headers.get("Transfer-Encoding")
+        return coding is None or coding.rpartition(",")[2].strip().lower() != "chunked"
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
@@ -377,7 +403,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- the exchange -----------------------------------------------------------------------
 
-    def _begin(self, method: str, has_body: bool) -> None:
+    def _begin(self, method: str, has_body: bool = False) -> None:
         """Reset the per-response state for a new request with ``method``."""
         if self._new_parser:
             self._parser = HttpResponseParser(self)
@@ -399,7 +425,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_size = 0
         self._pending_head = 0
         self._interim = False
-        self._until_eof = False
         self.requests += 1
 
     def _wake(self) -> None:

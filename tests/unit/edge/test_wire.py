@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from gateway.edge.wire import HeadReader, access_line, response_head
+from gateway.edge.wire import HeadReader, access_line, relayed_head, response_head
+from gateway.middlewares.request_id import stamp_response
+from gateway.proxy.headers import response_fields_for_client, response_headers_for_client
 
 
 def test_a_plain_head() -> None:
@@ -102,3 +104,68 @@ def test_access_line() -> None:
     line = access_line("10.0.0.1", 0.0, head, 200, 123)
     assert line.startswith("10.0.0.1 [")
     assert line.endswith('] "GET /x?y HTTP/1.1" 200 123 "-" "ua"')
+
+
+# --- the head of a relayed answer: raw fields, and the multidict way ---------------------------
+
+_UPSTREAM_FIELDS = [
+    (b"Content-Type", b"text/plain; charset=utf-8"),
+    (b"Set-Cookie", b"a=1"),
+    (b"set-cookie", b"b=2"),
+    (b"X-Note", b"caf\xc3\xa9 \xff"),  # UTF-8, and a byte that is not
+    (b"Connection", b"keep-alive, X-Hop"),
+    (b"X-Hop", b"dropped"),
+    (b"Access-Control-Allow-Origin", b"*"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "length", "streamed", "keep_alive"),
+    [
+        pytest.param([], 12, False, True, id="whole-without-length"),
+        pytest.param([(b"Content-Length", b"12")], 12, False, True, id="whole-with-length"),
+        pytest.param([], None, False, True, id="bodiless"),
+        pytest.param([], None, True, True, id="streamed-chunked"),
+        pytest.param([(b"Content-Length", b"99")], None, True, False, id="streamed-close"),
+        pytest.param(
+            [(b"Server", b"upstream/1"), (b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT")],
+            3,
+            False,
+            True,
+            id="upstream-server-and-date",
+        ),
+        pytest.param([(b"x-request-id", b"upstream-id")], 3, False, True, id="upstream-id"),
+    ],
+)
+def test_relayed_head_has_the_lines_of_the_multidict_way(
+    extra: list[tuple[bytes, bytes]], length: int | None, streamed: bool, keep_alive: bool
+) -> None:
+    fields = _UPSTREAM_FIELDS + extra
+    raw, chunked = relayed_head(
+        200,
+        b"",
+        response_fields_for_client(fields),
+        "req-1",
+        keep_alive=keep_alive,
+        length=length,
+        streamed=streamed,
+    )
+    # What the edge did before (and does for a cross-origin request): decode, stamp, frame.
+    headers = response_headers_for_client(fields)
+    stamp_response(headers, "req-1")
+    if "Content-Length" not in headers:
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        elif streamed:
+            headers["Transfer-Encoding"] = "chunked"
+    via_multidict = response_head(200, "", headers, keep_alive=keep_alive)
+
+    def lines(head: bytes) -> list[bytes]:
+        status, *rest = head.rstrip(b"\r\n").split(b"\r\n")
+        return [status, *sorted(line for line in rest if not line.startswith(b"Date: "))]
+
+    assert lines(raw) == lines(via_multidict)
+    assert raw.endswith(b"\r\n\r\n") and raw.count(b"\r\n\r\n") == 1
+    assert raw.count(b"\r\nDate: ") == 1
+    assert chunked is (streamed and b"Content-Length" not in dict(extra))
+    assert b"X-Hop" not in raw and b"Access-Control" not in raw
