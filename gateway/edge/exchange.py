@@ -126,17 +126,18 @@ class Exchange:
         plan = self.plan
         conn = self.conn
         headers = self.head.headers
-        upstream_headers = plan.proxy.admit_now(
+        upstream_lines = plan.proxy.admit_now(
             plan.route,
             headers,
+            self.head.fields,
             peer=conn.peer,
             host=headers.get("Host", ""),
             secure=conn.secure,
             request_id=self.request_id,
         )
-        if upstream_headers is None:
+        if upstream_lines is None:
             return False
-        self.request = self._request_head(upstream_headers)
+        self.request = self._request_head(upstream_lines)
         route = plan.route
         self.upstream = plan.proxy.pool.send_now(
             route.origin, self.head.method, self.request, self, route.timeout
@@ -222,12 +223,13 @@ class Exchange:
         finally:
             self._done()
 
-    async def _admit(self) -> CIMultiDict[str]:
+    async def _admit(self) -> list[bytes]:
         plan = self.plan
         headers = self.head.headers
         return await plan.proxy.admit(
             plan.route,
             headers,
+            self.head.fields,
             peer=self.conn.peer,
             host=headers.get("Host", ""),
             secure=self.conn.secure,
@@ -254,14 +256,14 @@ class Exchange:
     def _timeout(self) -> float:
         return self.plan.route.timeout
 
-    def _request_head(self, upstream_headers: CIMultiDict[str]) -> bytes:
+    def _request_head(self, upstream_lines: list[bytes]) -> bytes:
         plan = self.plan
         method = self.head.method
         target = plan.route.upstream_path(plan.path)
         if plan.query:
             target = f"{target}?{plan.query}"
-        framing = empty_body_framing(method, upstream_headers)
-        return request_head(method, target, upstream_headers, framing)
+        framing = empty_body_framing(method, "Content-Length" in self.head.headers)
+        return request_head(method, target, upstream_lines, framing)
 
     def _done(self) -> None:
         """The answer is written (or abandoned): log it, let the connection go on or close."""

@@ -37,15 +37,23 @@ MAX_HEADERS: Final = 128
 class RequestHead:
     """One parsed request head."""
 
-    __slots__ = ("headers", "keep_alive", "method", "target")
+    __slots__ = ("fields", "headers", "keep_alive", "method", "target")
 
     def __init__(
-        self, method: str, target: str, headers: CIMultiDict[str], keep_alive: bool
+        self,
+        method: str,
+        target: str,
+        fields: list[tuple[bytes, bytes]],
+        headers: CIMultiDict[str],
+        keep_alive: bool,
     ) -> None:
         self.method = method
         self.target = target
         """The request target as sent: an origin-form path with its query."""
+        self.fields = fields
+        """The header fields as they came: ``(name, value)`` bytes, in order."""
         self.headers = headers
+        """``fields`` decoded the way aiohttp's server decodes them."""
         self.keep_alive = keep_alive
 
     @property
@@ -64,20 +72,18 @@ class HeadReader:
     __slots__ = (
         "_complete",
         "_done",
+        "_fields",
         "_keep_alive",
         "_method",
-        "_oversized",
         "_parser",
-        "_raw",
         "_url",
     )
 
     def __init__(self) -> None:
         self._parser = HttpRequestParser(self)
         self._done = True
-        self._oversized = False
         self._url = b""
-        self._raw: list[tuple[str, str]] = []
+        self._fields: list[tuple[bytes, bytes]] = []
         self._complete = False
         self._keep_alive = False
         self._method = b""
@@ -88,10 +94,7 @@ class HeadReader:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_FIELD_SIZE:
-            self._oversized = True
-        # Decoded the way aiohttp's server decodes them, and encoded back the same way.
-        self._raw.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        self._fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         # Read here: once a message is complete, llhttp resets what it knew about it.
@@ -117,9 +120,8 @@ class HeadReader:
             self._parser = HttpRequestParser(self)
         self._done = False
         self._url = b""
-        self._raw = []
+        fields = self._fields = []
         self._complete = False
-        self._oversized = False
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade):
@@ -128,14 +130,25 @@ class HeadReader:
         url = self._url
         if not self._complete or not url.startswith(b"/") or b"#" in url:
             return None
-        if self._oversized or len(url) > MAX_LINE_SIZE or len(self._raw) > MAX_HEADERS:
+        if len(url) > MAX_LINE_SIZE or len(fields) > MAX_HEADERS:
+            return None
+        if len(data) > MAX_FIELD_SIZE and any(
+            len(name) + len(value) > MAX_FIELD_SIZE for name, value in fields
+        ):
             return None
         try:
             target = url.decode("ascii")
             method = self._method.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return RequestHead(method, target, CIMultiDict(self._raw), self._keep_alive)
+        # Decoded the way aiohttp's server decodes them (and encoded back the same way).
+        headers = CIMultiDict(
+            [
+                (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+                for name, value in fields
+            ]
+        )
+        return RequestHead(method, target, fields, headers, self._keep_alive)
 
 
 _REASONS_BYTES: Final = {status: reason.encode() for status, reason in _REASONS.items()}

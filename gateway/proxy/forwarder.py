@@ -29,7 +29,6 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway.errors import (
     BadGateway,
@@ -53,8 +52,8 @@ _LOGGER = logging.getLogger(__name__)
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods sent without ``Content-Length: 0`` when the client sent no body (as aiohttp did)."""
 
-_CHUNKED: Final = "Transfer-Encoding: chunked\r\n"
-_EMPTY: Final = "Content-Length: 0\r\n"
+_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
+_EMPTY: Final = b"Content-Length: 0\r\n"
 
 
 def create_client_session() -> aiohttp.ClientSession:
@@ -113,19 +112,20 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
 
 
-def request_head(method: str, target: str, headers: CIMultiDict[str], framing: str = "") -> bytes:
-    """The request line and ``headers`` (plus the ``framing`` lines) as one HTTP/1.1 head.
+def request_head(method: str, target: str, lines: list[bytes], framing: bytes = b"") -> bytes:
+    """The request line, the header ``lines`` and the ``framing`` line(s) as one HTTP/1.1 head.
 
     Nothing here can split a line: ``target`` is the normalised path (pure ASCII, see
-    ``paths``) plus the query exactly as aiohttp's request parser accepted it (it refuses
-    whitespace, control and non-ASCII bytes in the target); ``request_headers_for_upstream``
+    ``paths``) plus the query exactly as the server's request parser accepted it (it refuses
+    whitespace, control and non-ASCII bytes in the target); ``request_lines_for_upstream``
     refuses CR/LF/NUL in the values the gateway sets, and the server's parser in those the
-    client sent. Header values are encoded back the way aiohttp decoded them (UTF-8,
-    undecodable bytes kept as they came).
+    client sent.
     """
-    lines = "\r\n".join(map(": ".join, headers.items()))
-    return f"{method} {target} HTTP/1.1\r\n{lines}\r\n{framing}\r\n".encode(
-        "utf-8", "surrogateescape"
+    return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
+        method.encode("ascii"),
+        target.encode("utf-8", "surrogateescape"),
+        b"\r\n".join(lines),
+        framing,
     )
 
 
@@ -134,16 +134,19 @@ async def forward(
     request: web.Request,
     origin: Origin,
     target: str,
-    headers: CIMultiDict[str],
+    lines: list[bytes],
     *,
     upstream_timeout: float,
     max_body_size: int,
 ) -> web.StreamResponse:
-    """Send ``request`` to ``target`` (path and query) on ``origin`` and stream the answer back."""
+    """Send ``request`` to ``target`` (path and query) on ``origin`` and stream the answer back.
+
+    ``lines`` are the header lines for the upstream (``request_lines_for_upstream``).
+    """
     method = request.method
     body: _ClientBody | None = None
     chunked = False
-    framing = ""
+    framing = b""
     if request.body_exists:  # a Content-Length over 0, or chunked
         declared = request.content_length
         if declared is None:
@@ -153,16 +156,19 @@ async def forward(
             raise _too_large(max_body_size)
         body = _ClientBody(request.content, max_body_size, upstream_timeout)
     else:
-        framing = empty_body_framing(method, headers)
-    head = request_head(method, target, headers, framing)
+        framing = empty_body_framing(method, "Content-Length" in request.headers)
+    head = request_head(method, target, lines, framing)
     conn = await open_exchange(pool, origin, method, head, body, chunked, upstream_timeout)
     return await _relay(request, pool, conn, upstream_timeout)
 
 
-def empty_body_framing(method: str, headers: CIMultiDict[str]) -> str:
-    """The framing line for a request sent without a body (``Content-Length: 0`` or none)."""
-    if method in _NO_BODY_METHODS or "Content-Length" in headers:
-        return ""
+def empty_body_framing(method: str, has_length: bool) -> bytes:
+    """The framing line for a request sent without a body (``Content-Length: 0`` or none).
+
+    ``has_length``: the client sent a ``Content-Length`` (passed on as it came).
+    """
+    if method in _NO_BODY_METHODS or has_length:
+        return b""
     return _EMPTY
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, MultiMapping
+from multidict import MultiMapping
 
 from auth.service import AuthService
 from gateway.errors import BadRequest, MethodNotAllowed, NotFoundError
@@ -14,7 +16,7 @@ from gateway.pipeline.authorize import authorize
 from gateway.pipeline.principal import Principal
 from gateway.proxy.forwarded import TrustedProxies
 from gateway.proxy.forwarder import forward
-from gateway.proxy.headers import request_headers_for_upstream
+from gateway.proxy.headers import header_lines_as_multidict, request_lines_for_upstream
 from gateway.proxy.paths import PathError, normalise_path
 from gateway.proxy.routes import Route, RouteTable
 from gateway.proxy.upstream_pool import UpstreamPool
@@ -48,15 +50,17 @@ class ProxyHandler:
         self,
         route: Route,
         incoming: MultiMapping[str],
+        fields: Sequence[tuple[bytes, bytes]],
         *,
         peer: str,
         host: str,
         secure: bool,
         request_id: str,
-    ) -> CIMultiDict[str]:
+    ) -> list[bytes]:
         """Authenticate, authorize and rate-limit a request for ``route``; its upstream headers.
 
-        ``incoming`` are the client's headers, ``peer`` the socket's address, ``host`` the
+        ``incoming`` are the client's headers (``fields``, decoded), ``peer`` the socket's
+        address, ``host`` the
         client-facing host, ``secure`` whether the client connection is TLS. Raises the
         error that answers a request that may not pass (401, 403, 429, 400).
         """
@@ -70,18 +74,21 @@ class ProxyHandler:
             else:
                 key = f"ip:{self.trusted.client_ip_of(peer, incoming)}"
             await self.service.limiter.charge(route.rate_limit, key)
-        return self._upstream_headers(route, principal, incoming, peer, host, secure, request_id)
+        return self._upstream_lines(
+            route, principal, incoming, fields, peer, host, secure, request_id
+        )
 
     def admit_now(
         self,
         route: Route,
         incoming: MultiMapping[str],
+        fields: Sequence[tuple[bytes, bytes]],
         *,
         peer: str,
         host: str,
         secure: bool,
         request_id: str,
-    ) -> CIMultiDict[str] | None:
+    ) -> list[bytes] | None:
         """``admit`` without waiting; ``None`` when it would have to wait (call ``admit``).
 
         It waits for a rate limit (the counter may live in Redis) and for a revocation check
@@ -94,21 +101,24 @@ class ProxyHandler:
         if principal is PENDING:
             return None
         authorize(route, principal)
-        return self._upstream_headers(route, principal, incoming, peer, host, secure, request_id)
+        return self._upstream_lines(
+            route, principal, incoming, fields, peer, host, secure, request_id
+        )
 
-    def _upstream_headers(
+    def _upstream_lines(
         self,
         route: Route,
         principal: Principal | None,
         incoming: MultiMapping[str],
+        fields: Sequence[tuple[bytes, bytes]],
         peer: str,
         host: str,
         secure: bool,
         request_id: str,
-    ) -> CIMultiDict[str]:
+    ) -> list[bytes]:
         try:
-            return request_headers_for_upstream(
-                incoming,
+            return request_lines_for_upstream(
+                fields,
                 client_ip=peer,
                 proto=self.trusted.proto_of(peer, incoming, secure=secure),
                 host=host,
@@ -136,9 +146,10 @@ class ProxyHandler:
             raise MethodNotAllowed(
                 f"method {request.method} is not allowed here", headers={"Allow": allowed}
             )
-        headers = await self.admit(
+        lines = await self.admit(
             route,
             request.headers,
+            request.raw_headers,
             peer=request.remote or "",
             host=request.host,
             secure=request.secure,
@@ -149,7 +160,7 @@ class ProxyHandler:
                 self.session,
                 request,
                 route.upstream_url(path, query),
-                headers,
+                header_lines_as_multidict(lines),
                 upstream_timeout=route.timeout,
                 max_msg_size=self.max_body_size,
             )
@@ -161,7 +172,7 @@ class ProxyHandler:
             request,
             route.origin,
             target,
-            headers,
+            lines,
             upstream_timeout=route.timeout,
             max_body_size=self.max_body_size,
         )

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import CIMultiDict
 
 __all__ = [
     "HOP_BY_HOP",
@@ -40,8 +40,9 @@ __all__ = [
     "X_IS_ADMIN",
     "X_REQUEST_ID",
     "X_USER_ID",
+    "header_lines_as_multidict",
     "is_identity_header",
-    "request_headers_for_upstream",
+    "request_lines_for_upstream",
     "response_fields_for_client",
     "response_headers_for_client",
 ]
@@ -49,9 +50,6 @@ __all__ = [
 X_USER_ID: Final = "X-User-Id"
 X_IS_ADMIN: Final = "X-Is-Admin"
 X_REQUEST_ID: Final = "X-Request-Id"
-X_FORWARDED_FOR: Final = "X-Forwarded-For"
-X_FORWARDED_PROTO: Final = "X-Forwarded-Proto"
-X_FORWARDED_HOST: Final = "X-Forwarded-Host"
 
 HOP_BY_HOP: Final = frozenset(
     {
@@ -89,19 +87,13 @@ _GATEWAY_OWNED: Final = frozenset(
 
 _HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
 
-_USUAL_CONNECTION_BYTES: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
-"""``Connection`` values that name no header beyond the hop-by-hop ones."""
-
 _DROPPED_REQUEST: Final = HOP_BY_HOP | IDENTITY_HEADERS | _GATEWAY_OWNED
 """Canonical names of every request header the loop of ``request_headers_for_upstream`` drops."""
 
-_NOTHING: Final[frozenset[str]] = frozenset()
+_DROPPED_REQUEST_BYTES: Final = frozenset(name.encode() for name in _DROPPED_REQUEST)
 
-_USUAL_CONNECTION: Final = {
-    value: frozenset({value.lower()})
-    for value in ("keep-alive", "Keep-Alive", "close", "Close", "upgrade", "Upgrade")
-}
-"""``Connection`` values seen on almost every message, with their token sets made once."""
+_OPTIONS_DROPPED_ANYWAY: Final = frozenset({b"keep-alive", b"upgrade"})
+"""``Connection`` values (lower case) that name only hop-by-hop headers: most messages'."""
 
 
 def _canonical_name(name: str) -> str:
@@ -114,27 +106,33 @@ def is_identity_header(name: str) -> bool:
     return _canonical_name(name) in IDENTITY_HEADERS
 
 
-def _connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
-    """Lower-case header names listed in every ``Connection`` header of ``headers``."""
-    values = headers.getall("Connection", ())
-    if not values:
-        return _NOTHING
-    if len(values) == 1 and (usual := _USUAL_CONNECTION.get(values[0])) is not None:
-        return usual
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(",") if token.strip()
-    )
+def _connection_options(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
+    """``named`` plus the header names (lower case) a ``Connection`` field's ``value`` lists."""
+    value = value.lower()
+    if value in _OPTIONS_DROPPED_ANYWAY:
+        return named
+    if named is None:
+        named = set()
+    named.update(option for token in value.split(b",") if (option := token.strip()))
+    return named
 
 
-def _checked(name: str, value: str) -> str:
-    """Return ``value``; raise ``ValueError`` if it could split or end a header line."""
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise ValueError(f"{name}: header value contains CR, LF or NUL")
-    return value
+def _unsafe(value: str | bytes) -> bool:
+    """True if ``value`` holds a CR, LF or NUL: it could split or end a header line."""
+    if isinstance(value, str):
+        return value.isprintable() is False and any(c in value for c in "\r\n\x00")
+    return b"\r" in value or b"\n" in value or b"\x00" in value
 
 
-def request_headers_for_upstream(
-    incoming: MultiMapping[str],
+def _check(values: dict[str, str | bytes]) -> None:
+    """Raise ``ValueError`` naming the first header whose value is ``_unsafe``."""
+    for name, value in values.items():
+        if _unsafe(value):
+            raise ValueError(f"{name}: header value contains CR, LF or NUL")
+
+
+def request_lines_for_upstream(
+    fields: Sequence[tuple[bytes, bytes]],
     *,
     client_ip: str,
     proto: str,
@@ -144,40 +142,75 @@ def request_headers_for_upstream(
     principal_is_admin: bool | None,
     preserve_host: bool,
     upstream_host: str,
-) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request with headers ``incoming``.
+) -> list[bytes]:
+    """The header lines (``b"Name: value"``) to send upstream for a client request.
 
-    ``host`` and ``proto`` are the client-facing host and scheme (for ``X-Forwarded-*``),
-    ``upstream_host`` the upstream authority (``Route.authority``). Identity headers are set
-    only when ``principal_user_id`` is not ``None``; ``principal_is_admin=None`` counts as
-    ``false``.
+    ``fields`` are the client's header fields as they came (``(name, value)`` bytes, in order);
+    they cross unchanged or not at all. ``host`` and ``proto`` are the client-facing host and
+    scheme (for ``X-Forwarded-*``), ``upstream_host`` the upstream authority
+    (``Route.authority``). Identity headers are set only when ``principal_user_id`` is not
+    ``None``; ``principal_is_admin=None`` counts as ``false``. ``ValueError`` if a value the
+    gateway sets could split a line.
     """
-    connection_named = _connection_tokens(incoming)
-    host_value = (incoming.get("Host") or host) if preserve_host else upstream_host
-    kept = [("Host", _checked("Host", host_value))]
-    for name, value in incoming.items():
+    kept: list[tuple[bytes, bytes]] = []
+    named: set[bytes] | None = None
+    chain: list[bytes] = []
+    client_host: bytes | None = None
+    for name, value in fields:
         lower = name.lower()
-        if lower.replace("_", "-") in _DROPPED_REQUEST or (
-            connection_named and lower in connection_named
-        ):
+        if lower.replace(b"_", b"-") in _DROPPED_REQUEST_BYTES:
+            if lower == b"x-forwarded-for":
+                chain.append(value)
+            elif lower == b"connection":
+                named = _connection_options(value, named)
+            elif lower == b"host" and client_host is None:
+                client_host = value
             continue
-        kept.append((name, value))
+        kept.append((lower, name + b": " + value))
 
-    chain = incoming.getall(X_FORWARDED_FOR, ())
-    if chain:
-        parts = [part for value in chain for part in (item.strip() for item in value.split(","))]
-        forwarded_for = ", ".join([*(part for part in parts if part), client_ip])
+    if _unsafe(f"{client_ip}{proto}{host}{request_id}{upstream_host}"):  # all at once
+        _check(
+            {
+                "Host": upstream_host,
+                "X-Forwarded-For": client_ip,
+                "X-Forwarded-Proto": proto,
+                "X-Forwarded-Host": host,
+                "X-Request-Id": request_id,
+            }
+        )
+    host_bytes = host.encode("utf-8", "surrogateescape")
+    if preserve_host:
+        host_value = client_host or host_bytes
+        _check({"Host": host_value})
     else:
-        forwarded_for = client_ip
-    # Every name set below was dropped from the client's headers above, in every spelling.
-    kept.append((X_FORWARDED_FOR, _checked(X_FORWARDED_FOR, forwarded_for)))
-    kept.append((X_FORWARDED_PROTO, _checked(X_FORWARDED_PROTO, proto)))
-    kept.append((X_FORWARDED_HOST, _checked(X_FORWARDED_HOST, host)))
-    kept.append((X_REQUEST_ID, _checked(X_REQUEST_ID, request_id)))
+        host_value = upstream_host.encode()
+    client = client_ip.encode()
+    if chain:
+        parts = [part for value in chain for item in value.split(b",") if (part := item.strip())]
+        forwarded_for = b", ".join([*parts, client])
+        _check({"X-Forwarded-For": forwarded_for})
+    else:
+        forwarded_for = client
+    lines = [b"Host: " + host_value]
+    lines.extend(line for lower, line in kept if not named or lower not in named)
+    # Every name set below was dropped from the client's fields above, in every spelling.
+    lines.append(b"X-Forwarded-For: " + forwarded_for)
+    lines.append(b"X-Forwarded-Proto: " + proto.encode())
+    lines.append(b"X-Forwarded-Host: " + host_bytes)
+    lines.append(b"X-Request-Id: " + request_id.encode())
     if principal_user_id is not None:
-        kept.append((X_USER_ID, str(principal_user_id)))
-        kept.append((X_IS_ADMIN, "true" if principal_is_admin else "false"))
-    return CIMultiDict(kept)
+        lines.append(b"X-User-Id: %d" % principal_user_id)
+        lines.append(b"X-Is-Admin: true" if principal_is_admin else b"X-Is-Admin: false")
+    return lines
+
+
+def header_lines_as_multidict(lines: Sequence[bytes]) -> CIMultiDict[str]:
+    """Header lines (``b"Name: value"``) decoded as aiohttp decodes headers."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines:
+        name, _, value = line.partition(b": ")
+        headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+    return headers
 
 
 def response_fields_for_client(
@@ -193,10 +226,8 @@ def response_fields_for_client(
     for name, value in fields:
         lower = name.lower()
         if lower in _HOP_BY_HOP_BYTES or lower.startswith(b"access-control-"):
-            if lower == b"connection" and value.lower() not in _USUAL_CONNECTION_BYTES:
-                if named is None:
-                    named = set()
-                named.update(token.strip().lower() for token in value.split(b","))
+            if lower == b"connection":
+                named = _connection_options(value, named)
             continue
         kept.append((lower, name, value))
     if named:

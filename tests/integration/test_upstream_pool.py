@@ -894,14 +894,10 @@ def test_https_upstream(run: Callable[..., None], tmp_path: Path) -> None:
 
 
 def test_request_head_serialisation() -> None:
-    from multidict import CIMultiDict
-
-    headers = CIMultiDict([("Host", "up:8080"), ("X-Multi", "a"), ("x-multi", "b")])
-    headers.add("X-Utf8", "caf\u00e9")
-    headers.add("X-Raw", b"\xff\xfe".decode("utf-8", "surrogateescape"))
-    assert request_head("POST", "/p?q=1", headers, "Content-Length: 0\r\n") == (
+    lines = [b"Host: up:8080", b"X-Multi: a", b"x-multi: b", b"X-Utf8: caf\xc3\xa9", b"X-Raw: \xff"]
+    assert request_head("POST", "/p?q=1", lines, b"Content-Length: 0\r\n") == (
         b"POST /p?q=1 HTTP/1.1\r\nHost: up:8080\r\nX-Multi: a\r\nx-multi: b\r\n"
-        b"X-Utf8: caf\xc3\xa9\r\nX-Raw: \xff\xfe\r\nContent-Length: 0\r\n\r\n"
+        b"X-Utf8: caf\xc3\xa9\r\nX-Raw: \xff\r\nContent-Length: 0\r\n\r\n"
     )
 
 
