@@ -90,6 +90,7 @@ class EdgeServer:
         self.access_log = access_log
         self.keepalive_timeout = keepalive_timeout
         self._own_exact, self._own_prefixes = _own_paths(app)
+        self._proxy: ProxyHandler | None = None
         self._connections: set[EdgeConnection] = set()
         self._routes: dict[str, Route | None] = {}
         """``_route_for`` of recent paths (emptied when it reaches ``ROUTE_CACHE_SIZE``)."""
@@ -143,8 +144,12 @@ class EdgeServer:
 
     def plan(self, head: RequestHead) -> Plan | None:
         """How to proxy the request of ``head``; ``None`` when aiohttp is to answer it."""
-        proxy = self._app[SERVICES].proxy
-        if proxy is None or self.closing:
+        proxy = self._proxy
+        if proxy is None:
+            proxy = self._proxy = self._app[SERVICES].proxy  # set up by the app's startup
+            if proxy is None:
+                return None
+        if self.closing:
             return None
         path, _, query = head.target.partition("?")
         try:

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from gateway.proxy.upstream_pool import UpstreamConnection, UpstreamError, UpstreamPool
+from gateway.proxy.upstream_pool import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+    _Deadlines,
+)
 
 ORIGIN = ("http", "127.0.0.1", 9)
 
@@ -169,3 +175,62 @@ def test_reading_pauses_above_the_high_water_mark() -> None:
         loop.close()
     assert len(data) == 5 * 65536
     assert not transport.paused
+
+
+# --- answers told to a sink, and their deadlines (``send_now``) -------------------------------
+
+
+class Told:
+    """A ``Sink`` that records what it was told."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[UpstreamConnection, BaseException | None]] = []
+
+    def upstream_answered(self, conn: UpstreamConnection) -> None:
+        self.answers.append((conn, conn.error))
+
+
+def test_the_sink_is_told_once_the_head_is_in_and_not_before() -> None:
+    conn, _ = connection()
+    sink = conn.sink = Told()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Le")
+    assert sink.answers == []
+    conn.data_received(b"ngth: 2\r\n\r\nhi")
+    assert sink.answers == [(conn, None)] and conn.complete and conn.sink is None
+
+
+def test_the_sink_is_told_of_a_failure_before_the_head() -> None:
+    conn, transport = connection()
+    sink = conn.sink = Told()
+    conn.data_received(b"NOT HTTP\r\n\r\n")
+    assert len(sink.answers) == 1 and isinstance(sink.answers[0][1], UpstreamError)
+    assert transport.aborted
+
+
+async def test_deadlines_expire_unanswered_exchanges_in_order_and_forget_answered_ones() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop, 0.05)
+    told = Told()
+    conns = []
+    for _ in range(3):
+        conn = UpstreamConnection(UpstreamPool(), ORIGIN, loop)
+        conn.connection_made(FakeTransport())
+        conn._begin("GET")
+        conn.sink = told
+        deadlines.add(conn)
+        conns.append(conn)
+    conns[0].sink = None  # answered
+    await asyncio.sleep(0.15)
+    assert [(conn, type(error)) for conn, error in told.answers] == [
+        (conns[1], UpstreamTimeout),
+        (conns[2], UpstreamTimeout),
+    ]
+    # Answered entries are dropped from the front as new ones arrive: the queue stays short.
+    late = conns[1]
+    late._begin("GET")
+    late.sink = told
+    deadlines.add(late)
+    late.sink = None
+    deadlines.add(conns[2])
+    assert len(deadlines._queue) == 1
+    deadlines.close()
