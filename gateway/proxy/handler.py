@@ -59,10 +59,10 @@ class ProxyHandler:
     ) -> list[bytes]:
         """Authenticate, authorize and rate-limit a request for ``route``; its upstream headers.
 
-        ``incoming`` are the client's headers (``fields``, decoded), ``peer`` the socket's
-        address, ``host`` the
-        client-facing host, ``secure`` whether the client connection is TLS. Raises the
-        error that answers a request that may not pass (401, 403, 429, 400).
+        ``fields`` are the client's header fields as they came, ``incoming`` the same decoded,
+        ``peer`` the socket's address, ``host`` the client-facing host, ``secure`` whether
+        the client connection is TLS. Raises the error that answers a request that may not
+        pass (401, 403, 429, 400).
         """
         auth = None if route.auth == "none" else incoming.get("Authorization")
         principal = None if auth is None else await authenticate_header(auth, self.service)

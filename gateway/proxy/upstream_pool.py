@@ -464,6 +464,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self._got_bytes
             and not self._has_body
             and self._method in IDEMPOTENT_METHODS
+            and isinstance(self._error, UpstreamError)  # closed, reset: not a timeout
         )
 
     def abandon(self) -> None:

@@ -327,14 +327,20 @@ async def test_idle_connections_close_after_the_keepalive_timeout(
         await server.close()
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["in-a-task", "without-a-task"])
 async def test_shutdown_lets_the_request_in_flight_finish(
-    make_config: MakeConfig, upstream: TestServer
+    make_config: MakeConfig, upstream: TestServer, warm: bool
 ) -> None:
+    # warm: a first request leaves an idle upstream connection, so that the slow one is
+    # sent at once and waits without a task (see "requests answered without a task").
     server = edge_server(make_config, upstream)
     await server.start_server()
     reader, writer = await asyncio.open_connection(server.host, server.port)
     conn = RawConnection(reader, writer)
     try:
+        if warm:
+            conn.send(get("/warm"))
+            assert (await conn.response())[0] == 200
         conn.send(get("/_/slow?seconds=0.5"))
         await asyncio.sleep(0.1)  # the request is with the upstream now
         closing = asyncio.create_task(server.close())
@@ -439,26 +445,41 @@ async def test_pipelined_requests_refused_at_once_are_answered_in_order(
 
 
 async def test_an_upstream_slower_than_the_timeout_gets_504_without_a_task(
-    gateway_client: StartGateway, upstream: TestServer
+    gateway_client: StartGateway,
 ) -> None:
-    client: Client = await gateway_client(
-        routes=[route("/", upstream_base(upstream), timeout="300ms")]
-    )
-    conn = await RawConnection.open(client)
+    # This upstream answers the first request of a connection and never the next ones.
+    unanswered: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        while True:
+            unanswered.append(await reader.readuntil(b"\r\n\r\n"))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
-        conn.send(get("/warm"))  # leaves an idle upstream connection in the pool
-        assert (await conn.response())[0] == 200
-        started = asyncio.get_running_loop().time()
-        conn.send(get("/_/slow?seconds=3"))
-        status, _, body = await conn.response()
-        waited = asyncio.get_running_loop().time() - started
-        conn.send(get("/after"))  # the client connection is still usable
-        assert (await conn.response())[0] == 200
+        client: Client = await gateway_client(
+            routes=[route("/", f"http://127.0.0.1:{port}", timeout="300ms")]
+        )
+        conn = await RawConnection.open(client)
+        try:
+            conn.send(get("/warm"))  # leaves an idle upstream connection in the pool
+            assert (await conn.response())[0] == 200
+            started = asyncio.get_running_loop().time()
+            conn.send(get("/slow"))
+            status, _, body = await conn.response()
+            waited = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.4)
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        server.close()
     assert status == 504
     assert_envelope(json.loads(body), 504)
     assert 0.25 < waited < 2.0
+    assert len(unanswered) == 1  # a timeout is not retried (only a connection found closed)
+    assert edge_of(client).answered_at_once == 0
 
 
 async def test_a_client_gone_while_waiting_aborts_the_upstream_connection(
@@ -480,26 +501,6 @@ async def test_a_client_gone_while_waiting_aborts_the_upstream_connection(
             break
     assert not edge._connections  # the client connection is gone, and
     assert not pool._all  # the upstream connection was aborted, not pooled
-
-
-async def test_shutdown_lets_a_request_answered_without_a_task_finish(
-    make_config: MakeConfig, upstream: TestServer
-) -> None:
-    server = edge_server(make_config, upstream)
-    await server.start_server()
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    conn = RawConnection(reader, writer)
-    try:
-        conn.send(get("/warm"))
-        assert (await conn.response())[0] == 200
-        conn.send(get("/_/slow?seconds=0.5"))
-        await asyncio.sleep(0.1)
-        closing = asyncio.create_task(server.close())
-        status, _, body = await conn.response()
-        await closing
-    finally:
-        conn.close()
-    assert (status, body) == (200, b"finally")
 
 
 async def test_a_stale_pooled_connection_is_retried_on_a_new_one(
