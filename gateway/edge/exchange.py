@@ -37,7 +37,7 @@ from gateway.proxy.forwarder import (
     request_head,
     upstream_failure,
 )
-from gateway.proxy.headers import response_fields_for_client, response_headers_for_client
+from gateway.proxy.headers import response_headers_for_client, response_lines_for_client
 from gateway.proxy.upstream_pool import UpstreamConnection, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -305,10 +305,12 @@ class Exchange:
         header multidict, so an answer to a cross-origin request takes that way.)
         """
         if self.cors_origin is None:
+            lines, marks = response_lines_for_client(upstream.fields)
             return relayed_head(
                 upstream.status,
                 upstream.raw_reason,
-                response_fields_for_client(upstream.fields),
+                lines,
+                marks,
                 self.request_id,
                 keep_alive=self.keep_alive,
                 length=length,

@@ -17,6 +17,8 @@ from typing import Final, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from multidict import CIMultiDict
 
+from gateway.proxy.headers import CONTENT_LENGTH, DATE, SERVER
+
 __all__ = [
     "HeadReader",
     "RequestHead",
@@ -189,7 +191,8 @@ def response_head(
 def relayed_head(
     status: int,
     reason: bytes,
-    fields: list[tuple[bytes, bytes, bytes]],
+    lines: list[bytes],
+    marks: int,
     request_id: str,
     *,
     keep_alive: bool,
@@ -198,40 +201,30 @@ def relayed_head(
 ) -> tuple[bytes, bool]:
     """The head of an upstream's answer for the client, and whether its body goes chunked.
 
-    ``fields`` are ``headers.response_fields_for_client``'s; the head is what ``response_head``
-    makes of them after ``stamp_response`` (``X-Request-Id`` set, ``Server`` and ``Date`` added
-    when the upstream sent none): the same header lines, without decoding one. When the
-    upstream sent no ``Content-Length``: ``length`` is given for a body that is all there,
-    ``streamed`` for one that is not (then sent chunked); neither for HEAD, 204 and 304.
+    ``lines`` and ``marks`` are ``headers.response_lines_for_client``'s; the head is what
+    ``response_head`` makes of the same headers after ``stamp_response`` (``X-Request-Id`` set,
+    ``Server`` and ``Date`` added when the upstream sent none): the same lines, without decoding
+    one. When the upstream sent no ``Content-Length``: ``length`` is given for a body that is all
+    there, ``streamed`` for one that is not (then sent chunked); neither for HEAD, 204 and 304.
     """
-    lines = [b"HTTP/1.1 %d %s" % (status, reason or _REASONS_BYTES.get(status, b""))]
-    server = date = framed = False
-    for lower, name, value in fields:
-        if lower == b"x-request-id":
-            continue  # replaced by the gateway's
-        if lower == b"content-length":
-            framed = True
-        elif lower == b"server":
-            server = True
-        elif lower == b"date":
-            date = True
-        lines.append(name + b": " + value)
-    lines.append(b"X-Request-Id: " + request_id.encode("ascii"))
-    if not server:
-        lines.append(b"Server: gateway")
+    head = [b"HTTP/1.1 %d %s" % (status, reason or _REASONS_BYTES.get(status, b""))]
+    head += lines
+    head.append(b"X-Request-Id: " + request_id.encode("ascii"))
+    if not marks & SERVER:
+        head.append(b"Server: gateway")
     chunked = False
-    if not framed:
+    if not marks & CONTENT_LENGTH:
         if length is not None:
-            lines.append(b"Content-Length: %d" % length)
+            head.append(b"Content-Length: %d" % length)
         elif streamed:
-            lines.append(b"Transfer-Encoding: chunked")
+            head.append(b"Transfer-Encoding: chunked")
             chunked = True
-    if not date:
-        lines.append(b"Date: " + _http_date_bytes())
+    if not marks & DATE:
+        head.append(b"Date: " + _http_date_bytes())
     if not keep_alive:
-        lines.append(b"Connection: close")
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines), chunked
+        head.append(b"Connection: close")
+    head.append(b"\r\n")
+    return b"\r\n".join(head), chunked
 
 
 def access_line(peer: str, started: float, head: RequestHead, status: int, size: int) -> str:

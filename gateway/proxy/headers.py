@@ -20,8 +20,9 @@ Towards the upstream (``request_headers_for_upstream``):
 - ``Host`` is the client's when the route has ``preserve_host`` (``host`` if it sent none), else
   the upstream's authority.
 
-Towards the client (``response_headers_for_client``): hop-by-hop and ``Connection``-named headers
-and every ``Access-Control-*`` header are dropped (the edge CORS policy sets its own, SPEC §5).
+Towards the client (``response_lines_for_client``): hop-by-hop and ``Connection``-named headers
+and every ``Access-Control-*`` header are dropped (the edge CORS policy sets its own, SPEC §5),
+and ``X-Request-Id`` (the gateway returns its own).
 ``Content-Length`` and ``Content-Encoding`` are kept as sent: the forwarder must therefore pass
 the upstream body on without decompressing it (its client, ``upstream_pool``, never does) and
 drop ``Content-Length`` itself if it ever changes the body.
@@ -35,16 +36,19 @@ from typing import Final
 from multidict import CIMultiDict
 
 __all__ = [
+    "CONTENT_LENGTH",
+    "DATE",
     "HOP_BY_HOP",
     "IDENTITY_HEADERS",
+    "SERVER",
     "X_IS_ADMIN",
     "X_REQUEST_ID",
     "X_USER_ID",
     "header_lines_as_multidict",
     "is_identity_header",
     "request_lines_for_upstream",
-    "response_fields_for_client",
     "response_headers_for_client",
+    "response_lines_for_client",
 ]
 
 X_USER_ID: Final = "X-User-Id"
@@ -152,7 +156,7 @@ def request_lines_for_upstream(
     ``None``; ``principal_is_admin=None`` counts as ``false``. ``ValueError`` if a value the
     gateway sets could split a line.
     """
-    kept: list[tuple[bytes, bytes]] = []
+    lines = [b""]  # the Host line, set below
     named: set[bytes] | None = None
     chain: list[bytes] = []
     client_host: bytes | None = None
@@ -166,7 +170,9 @@ def request_lines_for_upstream(
             elif lower == b"host" and client_host is None:
                 client_host = value
             continue
-        kept.append((lower, name + b": " + value))
+        lines.append(name + b": " + value)
+    if named:  # (rare) headers the Connection header names
+        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
 
     if _unsafe(f"{client_ip}{proto}{host}{request_id}{upstream_host}"):  # all at once
         _check(
@@ -191,8 +197,7 @@ def request_lines_for_upstream(
         _check({"X-Forwarded-For": forwarded_for})
     else:
         forwarded_for = client
-    lines = [b"Host: " + host_value]
-    lines.extend(line for lower, line in kept if not named or lower not in named)
+    lines[0] = b"Host: " + host_value
     # Every name set below was dropped from the client's fields above, in every spelling.
     lines.append(b"X-Forwarded-For: " + forwarded_for)
     lines.append(b"X-Forwarded-Proto: " + proto.encode())
@@ -213,31 +218,44 @@ def header_lines_as_multidict(lines: Sequence[bytes]) -> CIMultiDict[str]:
     return headers
 
 
-def response_fields_for_client(
-    fields: Sequence[tuple[bytes, bytes]],
-) -> list[tuple[bytes, bytes, bytes]]:
-    """``(lower-case name, name, value)`` of the upstream response ``fields`` passed on.
+SERVER: Final = 1
+DATE: Final = 2
+CONTENT_LENGTH: Final = 4
+"""Marks of ``response_lines_for_client``: which of these headers the upstream's answer has."""
+
+_MARKS: Final = {b"server": SERVER, b"date": DATE, b"content-length": CONTENT_LENGTH}
+
+_DROPPED_RESPONSE_BYTES: Final = _HOP_BY_HOP_BYTES | {b"x-request-id"}
+
+
+def response_lines_for_client(fields: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], int]:
+    """The header lines (``b"Name: value"``) of an upstream response that are passed on.
 
     ``fields`` are the response's header fields as they came (``UpstreamConnection.fields``):
-    names are tokens (the parser refused anything else), so ASCII lower-casing is exact.
+    names are tokens (the parser refused anything else), so ASCII lower-casing is exact. The
+    upstream's ``X-Request-Id`` goes too: the client gets the gateway's. With the lines, the
+    ``SERVER | DATE | CONTENT_LENGTH`` marks of those among them.
     """
-    kept: list[tuple[bytes, bytes, bytes]] = []
+    lines: list[bytes] = []
+    marks = 0
     named: set[bytes] | None = None
     for name, value in fields:
         lower = name.lower()
-        if lower in _HOP_BY_HOP_BYTES or lower.startswith(b"access-control-"):
+        if lower in _DROPPED_RESPONSE_BYTES or lower.startswith(b"access-control-"):
             if lower == b"connection":
                 named = _connection_options(value, named)
             continue
-        kept.append((lower, name, value))
-    if named:
-        kept = [field for field in kept if field[0] not in named]
-    return kept
+        if lower in _MARKS:
+            marks |= _MARKS[lower]
+        lines.append(name + b": " + value)
+    if named:  # (rare) headers the Connection header names: dropped, marks counted again
+        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+        marks = 0
+        for line in lines:
+            marks |= _MARKS.get(line.partition(b":")[0].lower(), 0)
+    return lines, marks
 
 
 def response_headers_for_client(fields: Sequence[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """``response_fields_for_client``, decoded as aiohttp's client decodes headers."""
-    return CIMultiDict(
-        (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-        for _, name, value in response_fields_for_client(fields)
-    )
+    """``response_lines_for_client``, decoded as aiohttp's client decodes headers."""
+    return header_lines_as_multidict(response_lines_for_client(fields)[0])

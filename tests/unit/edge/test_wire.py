@@ -7,7 +7,7 @@ from multidict import CIMultiDict
 
 from gateway.edge.wire import HeadReader, access_line, relayed_head, response_head
 from gateway.middlewares.request_id import stamp_response
-from gateway.proxy.headers import response_fields_for_client, response_headers_for_client
+from gateway.proxy.headers import response_headers_for_client, response_lines_for_client
 
 
 def test_a_plain_head() -> None:
@@ -144,7 +144,7 @@ def test_relayed_head_has_the_lines_of_the_multidict_way(
     raw, chunked = relayed_head(
         200,
         b"",
-        response_fields_for_client(fields),
+        *response_lines_for_client(fields),
         "req-1",
         keep_alive=keep_alive,
         length=length,
