@@ -3,11 +3,12 @@
 Why not ``aiohttp.ClientSession``: for every request it builds a ``ClientRequest`` (URL, auto
 headers, body payload), a ``ClientResponse``, a ``StreamReader``, a connector key and several
 timers; profiled under load that was about half of the gateway's CPU per proxied request. The
-proxy needs much less: it already has the filtered headers
-(``headers.request_headers_for_upstream``) and the target, and copies the answer back chunk by
+proxy needs much less: it already has the filtered header lines
+(``headers.request_lines_for_upstream``) and the target, and copies the answer back chunk by
 chunk. Here a request is one bytes buffer written to a pooled connection, and the response is
-parsed by llhttp (``httptools``) straight into a status, a header multidict and a queue of body
-chunks. WebSocket upgrades do not use this module (``websocket.py`` keeps ``aiohttp``'s client).
+parsed by llhttp (``httptools``) straight into a status, the header fields (bytes, as they
+came) and a queue of body chunks. WebSocket upgrades do not use this module (``websocket.py``
+keeps ``aiohttp``'s client).
 
 What one exchange does (``UpstreamPool.send``):
 
@@ -18,9 +19,10 @@ What one exchange does (``UpstreamPool.send``):
   written as it comes: as is for a ``Content-Length`` body, in chunked framing otherwise. Writes
   respect the transport's flow control (``pause_writing`` → wait for ``resume_writing``). Time
   spent waiting for the *client's* body is not counted against the upstream.
-- **Response**: status, reason and headers (a ``CIMultiDict``, the upstream's order and spelling)
-  once the head is complete; ``1xx`` interim responses are skipped; a ``101`` is an error (this
-  client never asks for an upgrade). The body is framed by ``Content-Length``, chunked encoding
+- **Response**: status, reason and header fields (``fields``: bytes, the upstream's order and
+  spelling; ``headers`` decodes them into a ``CIMultiDict`` when asked) once the head is
+  complete; ``1xx`` interim responses are skipped; a ``101`` is an error (this client never
+  asks for an upgrade). The body is framed by ``Content-Length``, chunked encoding
   or the end of the connection; a response to ``HEAD``, a ``204`` and a ``304`` have none. Body
   chunks are queued until ``read`` takes them; past ``HIGH_WATER`` buffered bytes the connection
   stops reading from the socket until the caller has caught up, so a slow client never makes
@@ -135,7 +137,7 @@ class _Deadlines:
 
     def add(self, conn: UpstreamConnection) -> None:
         queue = self._queue
-        while queue and queue[0][1].sink is None:
+        while queue and not _waiting(queue[0]):
             queue.popleft()
         queue.append((self._loop.time() + self._timeout, conn, conn.requests))
         if self._timer is None:
@@ -146,12 +148,12 @@ class _Deadlines:
         queue = self._queue
         now = self._loop.time()
         while queue:
-            deadline, conn, request = queue[0]
-            if conn.sink is not None and conn.requests == request:
-                if deadline > now:
-                    self._timer = self._loop.call_at(deadline, self._expire)
+            entry = queue[0]
+            if _waiting(entry):
+                if entry[0] > now:
+                    self._timer = self._loop.call_at(entry[0], self._expire)
                     return
-                conn.expire()
+                entry[1].expire()
             queue.popleft()
 
     def close(self) -> None:
@@ -159,6 +161,15 @@ class _Deadlines:
             self._timer.cancel()
             self._timer = None
         self._queue.clear()
+
+
+def _waiting(entry: tuple[float, UpstreamConnection, int]) -> bool:
+    """True while the exchange of a ``_Deadlines`` entry still waits for its answer.
+
+    Not once it was answered, nor once its connection carries a later request.
+    """
+    _, conn, request = entry
+    return conn.sink is not None and conn.requests == request
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

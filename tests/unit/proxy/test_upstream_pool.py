@@ -234,3 +234,19 @@ async def test_deadlines_expire_unanswered_exchanges_in_order_and_forget_answere
     deadlines.add(conns[2])
     assert len(deadlines._queue) == 1
     deadlines.close()
+
+
+async def test_deadlines_forget_an_entry_whose_connection_carries_a_later_request() -> None:
+    # Under load a pooled connection is answered and reused at once: the entry of its earlier
+    # request must not stay at the front and hold every later entry until the timer fires.
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop, 30.0)
+    told = Told()
+    conn = UpstreamConnection(UpstreamPool(), ORIGIN, loop)
+    conn.connection_made(FakeTransport())
+    for _ in range(100):
+        conn._begin("GET")  # the next request on the same connection, the last one answered
+        conn.sink = told
+        deadlines.add(conn)
+    assert len(deadlines._queue) == 1
+    deadlines.close()
