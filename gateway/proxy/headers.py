@@ -1,6 +1,6 @@
 """Which headers cross the proxy, in each direction, and which the gateway sets itself.
 
-Towards the upstream (``request_headers_for_upstream``):
+Towards the upstream (``request_lines_for_upstream``):
 
 - Hop-by-hop headers (``HOP_BY_HOP``, in ``-`` or ``_`` spelling) and every header named in
   ``Connection`` are dropped (RFC 9110 §7.6.1). ``Transfer-Encoding`` is one of them: the
@@ -92,7 +92,7 @@ _GATEWAY_OWNED: Final = frozenset(
 _HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
 
 _DROPPED_REQUEST: Final = HOP_BY_HOP | IDENTITY_HEADERS | _GATEWAY_OWNED
-"""Canonical names of every request header the loop of ``request_headers_for_upstream`` drops."""
+"""Canonical names of every request header the loop of ``request_lines_for_upstream`` drops."""
 
 _DROPPED_REQUEST_BYTES: Final = frozenset(name.encode() for name in _DROPPED_REQUEST)
 
