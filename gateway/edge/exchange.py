@@ -106,14 +106,8 @@ class Exchange:
             try:
                 if self._send_now():
                     return
-            except (GatewayError, AuthError) as exc:
-                self._send_failure(exc)
-                self._done()
-                return
-            except Exception:
-                # SECURITY: the details stay in the log; the client gets a generic message.
-                _LOGGER.exception("unhandled error on %s %s", self.head.method, self.plan.path)
-                self._send_error(500, (), {})
+            except Exception as exc:
+                self._refuse(exc)
                 self._done()
                 return
         self._in_task()
@@ -163,10 +157,9 @@ class Exchange:
                 return
             else:
                 assert isinstance(error, UpstreamError | UpstreamTimeout)
-                self._send_failure(upstream_failure(self.plan.route.origin, error, self._timeout))
+                self._refuse(upstream_failure(self.plan.route.origin, error, self._timeout))
         except Exception:
-            _LOGGER.exception("unhandled error relaying %s %s", self.head.method, self.plan.path)
-            self.keep_alive = False
+            self._relay_failed()
         self._done()
 
     def cancel(self) -> None:
@@ -203,13 +196,8 @@ class Exchange:
                     self._timeout,
                     fresh,
                 )
-            except (GatewayError, AuthError) as exc:
-                self._send_failure(exc)
-                return
-            except Exception:
-                # SECURITY: the details stay in the log; the client gets a generic message.
-                _LOGGER.exception("unhandled error on %s %s", self.head.method, self.plan.path)
-                self._send_error(500, (), {})
+            except Exception as exc:
+                self._refuse(exc)
                 return
             self.status = upstream.status
             await self._relay(upstream)
@@ -246,9 +234,7 @@ class Exchange:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # The head may be gone already: the connection cannot be trusted with another.
-            _LOGGER.exception("unhandled error relaying %s %s", self.head.method, self.plan.path)
-            self.keep_alive = False
+            self._relay_failed()
 
     # --- both -------------------------------------------------------------------------------
 
@@ -278,9 +264,24 @@ class Exchange:
         if self.cors_origin is not None:
             self.conn.edge.cors.stamp(headers, self.cors_origin)
 
-    def _send_failure(self, exc: GatewayError | AuthError) -> None:
-        status, details, extra = status_and_headers(exc)
-        self._send_error(status, details, extra)
+    def _refuse(self, exc: Exception) -> None:
+        """Answer with the error envelope of ``exc`` (raised on purpose), else a 500.
+
+        (Called where ``exc`` is being handled: an unexpected one is logged with its traceback.)
+        """
+        if isinstance(exc, GatewayError | AuthError):
+            status, details, extra = status_and_headers(exc)
+            self._send_error(status, details, extra)
+        else:
+            # SECURITY: the details stay in the log; the client gets a generic message.
+            _LOGGER.exception("unhandled error on %s %s", self.head.method, self.plan.path)
+            self._send_error(500, (), {})
+
+    def _relay_failed(self) -> None:
+        """An unexpected error while relaying the answer (being handled): log it, and close —
+        the head may be gone already, the connection cannot be trusted with another."""
+        _LOGGER.exception("unhandled error relaying %s %s", self.head.method, self.plan.path)
+        self.keep_alive = False
 
     def _send_error(
         self, status: int, details: list[str] | tuple[str, ...], extra: dict[str, str]
