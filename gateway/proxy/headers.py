@@ -121,6 +121,11 @@ def _connection_options(value: bytes, named: set[bytes] | None) -> set[bytes] | 
     return named
 
 
+def _lower_name(line: bytes) -> bytes:
+    """The lower-case name of a header line ``b"Name: value"``."""
+    return line.partition(b":")[0].lower()
+
+
 def _unsafe(value: str | bytes) -> bool:
     """True if ``value`` holds a CR, LF or NUL: it could split or end a header line."""
     if isinstance(value, str):
@@ -172,7 +177,7 @@ def request_lines_for_upstream(
             continue
         lines.append(name + b": " + value)
     if named:  # (rare) headers the Connection header names
-        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+        lines = [line for line in lines if _lower_name(line) not in named]
 
     if _unsafe(f"{client_ip}{proto}{host}{request_id}{upstream_host}"):  # all at once
         _check(
@@ -249,10 +254,10 @@ def response_lines_for_client(fields: Sequence[tuple[bytes, bytes]]) -> tuple[li
             marks |= _MARKS[lower]
         lines.append(name + b": " + value)
     if named:  # (rare) headers the Connection header names: dropped, marks counted again
-        lines = [line for line in lines if line.partition(b":")[0].lower() not in named]
+        lines = [line for line in lines if _lower_name(line) not in named]
         marks = 0
         for line in lines:
-            marks |= _MARKS.get(line.partition(b":")[0].lower(), 0)
+            marks |= _MARKS.get(_lower_name(line), 0)
     return lines, marks
 
 
