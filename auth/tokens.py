@@ -1,6 +1,8 @@
 """Issue and verify the gateway's JWTs (SPEC §3).
 
-Verification pins the configured algorithm (never ``none``, never another family), requires
+Verification pins the configured algorithm (never ``none``, never another family); with a key
+pair algorithm the token's ``kid`` picks one of the configured public keys (a token without a
+known ``kid`` is invalid, whatever it claims to be signed with). It requires
 ``exp``, ``iat``, ``sub``, ``jti`` and ``sid``, checks ``token_type``, and, when configured,
 ``iss`` and ``aud``. Revocation is not decided here: the caller checks ``sid`` against the store.
 """
@@ -16,6 +18,7 @@ from typing import Any, Literal
 import jwt
 
 from auth.errors import TokenInvalid
+from auth.keys import SigningKeys
 from auth.opaque import new_id
 from config import JwtConfig
 
@@ -61,24 +64,28 @@ class TokenUser:
 
 
 class TokenService:
-    """Signs and verifies access and refresh tokens with one key and one algorithm."""
+    """Signs access and refresh tokens with one key and one algorithm; verifies them."""
 
-    def __init__(self, cfg: JwtConfig, secret: str) -> None:
+    def __init__(self, cfg: JwtConfig, keys: SigningKeys) -> None:
         self._cfg = cfg
-        self._key = secret
+        self._key = keys.signing_key
+        self._headers = None if keys.kid is None else {"kid": keys.kid}
+        self._verifying = keys.verifying
+        self._derivation_secret = keys.derivation_secret
+        self.keys = keys
         self.algorithm = cfg.algorithm
         self.access_ttl = int(cfg.access_ttl)
         self.refresh_ttl = int(cfg.refresh_ttl)
 
     def derive_key(self, purpose: str) -> bytes:
-        """A 256-bit key for ``purpose``, derived from the signing secret (HMAC-SHA256).
+        """A 256-bit key for ``purpose``, derived from the signing key (HMAC-SHA256).
 
         Other secrets of the service (the keyed hash of email codes) come from here, so there
-        is one secret to manage; a derived key reveals nothing about the signing secret.
-        Rotating the signing secret invalidates what was hashed under the old derived key.
+        is one secret to manage; a derived key reveals nothing about the signing key.
+        Rotating the signing key invalidates what was hashed under the old derived key.
         """
         label = f"auth-gateway derived key: {purpose}".encode()
-        return hmac.new(self._key.encode("utf-8"), label, hashlib.sha256).digest()
+        return hmac.new(self._derivation_secret, label, hashlib.sha256).digest()
 
     def issue(self, user: TokenUser, token_type: TokenType, sid: str) -> IssuedToken:
         """Sign a new token of ``token_type`` for ``user`` in session ``sid``."""
@@ -102,15 +109,16 @@ class TokenService:
             payload["iss"] = self._cfg.issuer
         if self._cfg.audience:
             payload["aud"] = self._cfg.audience
-        token = jwt.encode(payload, self._key, algorithm=self.algorithm)
+        token = jwt.encode(payload, self._key, algorithm=self.algorithm, headers=self._headers)
         return IssuedToken(token=token, jti=jti, iat=now, exp=now + ttl)
 
     def verify(self, token: str, expected: TokenType) -> Claims:
         """Return the claims of a valid ``expected``-type token, or raise TokenInvalid."""
         try:
+            key = self._key if not self._verifying else self._verifying_key(token)
             payload = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[self.algorithm],
                 issuer=self._cfg.issuer,
                 audience=self._cfg.audience,
@@ -122,6 +130,14 @@ class TokenService:
         except jwt.PyJWTError:
             raise TokenInvalid("token is invalid") from None
         return _claims(payload, expected)
+
+    def _verifying_key(self, token: str) -> Any:
+        """The public key the ``kid`` of ``token`` names; ``TokenInvalid`` if none does."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._verifying.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenInvalid("token is invalid")
+        return key
 
 
 def _claims(payload: dict[str, Any], expected: TokenType) -> Claims:

@@ -2,6 +2,7 @@
 
 from config.loader import ENV_OVERRIDES, ConfigError, build_config, load_config
 from config.model import (
+    KEY_PAIR_ALGORITHMS,
     ApiConfig,
     AuthConfig,
     CorsConfig,
@@ -22,6 +23,7 @@ from config.render import mask_url, render
 
 __all__ = [
     "ENV_OVERRIDES",
+    "KEY_PAIR_ALGORITHMS",
     "ApiConfig",
     "AuthConfig",
     "ConfigError",

@@ -28,6 +28,8 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GATEWAY_DATABASE_URL": ("database", "url"),
     "GATEWAY_REDIS_URL": ("redis", "url"),
     "GATEWAY_JWT_SECRET": ("jwt", "secret"),
+    "GATEWAY_JWT_ALGORITHM": ("jwt", "algorithm"),
+    "GATEWAY_JWT_PRIVATE_KEY_FILE": ("jwt", "private_key_file"),
     "GATEWAY_EMAIL_BACKEND": ("email", "backend"),
     "GATEWAY_EMAIL_FROM": ("email", "from"),
     "GATEWAY_EMAIL_VERIFY_URL": ("email", "verify_url"),

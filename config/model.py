@@ -100,11 +100,21 @@ class RedisConfig(_Model):
     key_prefix: StrictStr = "gateway:"
 
 
-class JwtConfig(_Model):
-    """Token signing. Only the configured algorithm is accepted when verifying."""
+KEY_PAIR_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 
-    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+class JwtConfig(_Model):
+    """Token signing. Only the configured algorithm is accepted when verifying.
+
+    HS256/384/512 sign with ``secret``; RS256, ES256 and EdDSA with the PEM private key in
+    ``private_key_file``, and the PEM public keys in ``public_key_files`` are accepted (and
+    published in the JWKS) too: the keys that signed before a rotation, or the next one.
+    """
+
+    algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"] = "HS256"
     secret: OptionalSecret = None
+    private_key_file: OptionalStr = None
+    public_key_files: list[StrictStr] = []
     access_ttl: Duration = Field(default=7200.0, gt=0)
     refresh_ttl: Duration = Field(default=2592000.0, gt=0)
     issuer: OptionalStr = None

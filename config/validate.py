@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from config.model import HTTP_METHODS, GatewayConfig
+from config.model import HTTP_METHODS, KEY_PAIR_ALGORITHMS, GatewayConfig
 
 AUTH_PREFIX = "/api/v1/auth"
 MIN_SECRET_BYTES = 32
@@ -43,7 +43,24 @@ def _check_database(cfg: GatewayConfig) -> list[str]:
 
 
 def _check_secrets(cfg: GatewayConfig) -> list[str]:
-    secret = cfg.jwt.secret
+    jwt = cfg.jwt
+    secret = jwt.secret
+    if jwt.algorithm in KEY_PAIR_ALGORITHMS:
+        errors = []
+        if jwt.private_key_file is None:
+            errors.append(
+                f"jwt.private_key_file: required with {jwt.algorithm} "
+                "(the PEM private key that signs tokens)"
+            )
+        if secret is not None:
+            errors.append(
+                f"jwt.secret: not used with {jwt.algorithm} (tokens are signed with "
+                "jwt.private_key_file); remove it, or unset GATEWAY_JWT_SECRET"
+            )
+        return errors
+    if jwt.private_key_file is not None or jwt.public_key_files:
+        key = "jwt.private_key_file" if jwt.private_key_file is not None else "jwt.public_key_files"
+        return [f"{key}: only with RS256, ES256 or EdDSA ({jwt.algorithm} signs with jwt.secret)"]
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
         return [f"jwt.secret: must be at least {MIN_SECRET_BYTES} bytes"]
     if secret is None and not cfg.uses_sqlite:

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from auth.db import create_engine, create_sessionmaker, migrate
-from auth.keys import resolve_jwt_secret
+from auth.keys import load_signing_keys
 from auth.mailer import make_mailer
 from auth.passwords import PasswordHasher
 from auth.schemas import CreateUserInput
@@ -27,7 +27,7 @@ async def _service(cfg: GatewayConfig) -> AsyncIterator[AuthService]:
         yield AuthService(
             cfg,
             create_sessionmaker(engine),
-            TokenService(cfg.jwt, resolve_jwt_secret(cfg)),
+            TokenService(cfg.jwt, load_signing_keys(cfg)),
             PasswordHasher(cfg.auth.password.bcrypt_cost),
             store,
             make_mailer(cfg.email),

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from auth.db import create_engine, create_sessionmaker, migrate
-from auth.keys import resolve_jwt_secret
+from auth.keys import load_signing_keys
 from auth.mailer import make_mailer
 from auth.passwords import PasswordHasher
 from auth.service import AuthService
@@ -19,6 +19,7 @@ from auth.tokens import TokenService
 from config import GatewayConfig
 from gateway.api.auth_routes import setup_auth_routes
 from gateway.api.health import setup_health_routes
+from gateway.api.jwks import setup_jwks_route
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES, Services
 from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
 from gateway.middlewares.errors import error_middleware
@@ -50,6 +51,7 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app.cleanup_ctx.append(_proxy_context(cfg))
     setup_health_routes(app)
     setup_auth_routes(app)
+    setup_jwks_route(app, cfg)
     # Last: everything the gateway does not answer itself is matched against gateway.yaml.
     app.router.add_route("*", "/{tail:.*}", _proxy_entry)
     return app
@@ -95,7 +97,7 @@ def _auth_context(
         engine = create_engine(cfg.database)
         store = make_store(cfg.redis)
         mailer = make_mailer(cfg.email)
-        tokens = TokenService(cfg.jwt, resolve_jwt_secret(cfg))
+        tokens = TokenService(cfg.jwt, load_signing_keys(cfg))
         hasher = PasswordHasher(cfg.auth.password.bcrypt_cost)
         service = AuthService(cfg, create_sessionmaker(engine), tokens, hasher, store, mailer)
         services.engine, services.store, services.auth = engine, store, service

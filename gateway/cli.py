@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from config import ConfigError, GatewayConfig, load_config, mask_url, render
+from config import (
+    KEY_PAIR_ALGORITHMS,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    mask_url,
+    render,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEFAULT_CONFIG = os.environ.get("GATEWAY_CONFIG", "gateway.yaml")
@@ -62,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     _setup_logging(cfg)
     if args.command in ("check-config", "serve"):
+        from auth.keys import SecretUnavailable, load_signing_keys
         from auth.templates import MailTemplates
 
         try:  # a template that could not be rendered stops start-up, not a send
@@ -69,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_CONFIG
+        if cfg.jwt.algorithm in KEY_PAIR_ALGORITHMS:  # (an HMAC secret file is made, not read)
+            try:
+                load_signing_keys(cfg)
+            except SecretUnavailable as exc:
+                print(str(ConfigError([str(exc)], args.config)), file=sys.stderr)
+                return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(render(cfg))
         print(f"# {args.config}: OK", file=sys.stderr)

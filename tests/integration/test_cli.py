@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from config import load_config
 from gateway.app import create_app
 from tests.fixtures.backends import PG_URL, REQUIRE_SERVICES
+from tests.fixtures.keys import new_key, write_private
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = "/api/v1/auth"
@@ -246,6 +247,36 @@ def test_short_secret_in_yaml_is_refused(tmp_path: Path) -> None:
     result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 2
     assert "jwt.secret" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_unusable_private_key_is_refused(tmp_path: Path, command: str) -> None:
+    key = write_private(tmp_path, "signing", new_key("p256"))  # an EC key, for RS256
+    config = sqlite_config(
+        tmp_path,
+        tmp_path / "gw.db",
+        server={"port": free_port()},
+        jwt={"algorithm": "RS256", "private_key_file": key},
+    )
+    result = run_cli(command, "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"invalid configuration in {config}:\n"
+        f"  - jwt.private_key_file: {key} is not an RSA key (RS256 needs one)\n"
+    )
+    assert not (tmp_path / "gw.db").exists()
+
+
+def test_check_config_with_a_key_pair(tmp_path: Path) -> None:
+    key = write_private(tmp_path, "signing", new_key("ed25519"))
+    config = sqlite_config(
+        tmp_path, tmp_path / "gw.db", jwt={"algorithm": "EdDSA", "private_key_file": key}
+    )
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["jwt"]["private_key_file"] == key
+    assert "PRIVATE KEY" not in result.stdout
+    assert not list(tmp_path.glob("*.jwt-secret"))
 
 
 @pytest.mark.parametrize("secret", ["x" * 32, "ğ" * 16], ids=["32-ascii", "32-bytes-utf8"])

@@ -316,6 +316,16 @@ OVERRIDE_CASES: dict[str, tuple[str, Any, dict[str, str]]] = {
     ),
     "GATEWAY_REDIS_URL": ("redis://cache:6379/1", "redis://cache:6379/1", {}),
     "GATEWAY_JWT_SECRET": (GOOD_SECRET, GOOD_SECRET, {}),
+    "GATEWAY_JWT_ALGORITHM": (
+        "ES256",
+        "ES256",
+        {"GATEWAY_JWT_PRIVATE_KEY_FILE": "/run/secrets/jwt.pem"},
+    ),
+    "GATEWAY_JWT_PRIVATE_KEY_FILE": (
+        "/run/secrets/jwt.pem",
+        "/run/secrets/jwt.pem",
+        {"GATEWAY_JWT_ALGORITHM": "EdDSA"},
+    ),
     "GATEWAY_EMAIL_BACKEND": ("smtp", "smtp", {}),
     "GATEWAY_EMAIL_FROM": ("Ops <ops@example.org>", "Ops <ops@example.org>", {}),
     "GATEWAY_EMAIL_VERIFY_URL": (
@@ -572,7 +582,7 @@ def test_non_string_keys_are_reported_with_their_path() -> None:
         ({"database": {"url": 5}}, "database.url"),
         ({"database": {"pool_size": 0}}, "database.pool_size"),
         ({"redis": {"url": 6379}}, "redis.url"),
-        ({"jwt": {"algorithm": "RS256"}}, "jwt.algorithm"),
+        ({"jwt": {"algorithm": "RS512"}}, "jwt.algorithm"),
         ({"jwt": {"algorithm": "none"}}, "jwt.algorithm"),
         ({"jwt": {"secret": 12345}}, "jwt.secret"),
         ({"jwt": {"access_ttl": 0}}, "jwt.access_ttl"),

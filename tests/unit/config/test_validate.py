@@ -184,6 +184,49 @@ def test_postgres_with_unset_secret_variable() -> None:
     assert info.value.problems[0].startswith("jwt.secret: required with PostgreSQL")
 
 
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
+def test_key_pair_needs_a_private_key_not_a_secret(algorithm: str) -> None:
+    assert check({"jwt": {"algorithm": algorithm}}) == [
+        f"jwt.private_key_file: required with {algorithm} (the PEM private key that signs tokens)"
+    ]
+    assert check(
+        {"jwt": {"algorithm": algorithm, "private_key_file": "k.pem", "secret": GOOD_SECRET}}
+    ) == [
+        f"jwt.secret: not used with {algorithm} (tokens are signed with jwt.private_key_file); "
+        "remove it, or unset GATEWAY_JWT_SECRET"
+    ]
+
+
+def test_key_pair_on_postgres_needs_no_secret() -> None:
+    raw = {
+        "database": {"url": PG_URL},
+        "jwt": {"algorithm": "ES256", "private_key_file": "k.pem", "public_key_files": ["o.pem"]},
+    }
+    assert check(raw) == []
+
+
+def test_key_pair_with_unset_secret_variable() -> None:
+    """``secret: ${GATEWAY_JWT_SECRET}`` left in the file, nothing set: not a secret."""
+    cfg = build_config(
+        {"jwt": {"algorithm": "EdDSA", "private_key_file": "k.pem", "secret": "${X}"}},
+        env={"GATEWAY_DATABASE_URL": PG_URL},
+    )
+    assert cfg.jwt.secret is None
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"private_key_file": "k.pem"}, "jwt.private_key_file"),
+        ({"public_key_files": ["o.pem"]}, "jwt.public_key_files"),
+    ],
+)
+def test_key_files_only_with_key_pairs(section: dict[str, Any], key: str) -> None:
+    assert check({"jwt": {"secret": GOOD_SECRET, **section}}) == [
+        f"{key}: only with RS256, ES256 or EdDSA (HS256 signs with jwt.secret)"
+    ]
+
+
 # --- email
 
 
