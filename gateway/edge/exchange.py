@@ -85,8 +85,8 @@ class Exchange:
             access_log = None
         self.access_log = access_log
         self.started = time.time() if access_log is not None else 0.0
-        self.request_id = request_id_for(headers.get("X-Request-Id"))
-        origin = headers.get("Origin")
+        self.request_id = request_id_for(headers.get("x-request-id"))
+        origin = headers.get("origin")
         self.cors_origin = origin if origin is not None and edge.cors.allows(origin) else None
         self.keep_alive = head.keep_alive
         self.status = 0
@@ -125,7 +125,7 @@ class Exchange:
             headers,
             self.head.fields,
             peer=conn.peer,
-            host=headers.get("Host", ""),
+            host=headers.get("host", ""),
             secure=conn.secure,
             request_id=self.request_id,
         )
@@ -219,7 +219,7 @@ class Exchange:
             headers,
             self.head.fields,
             peer=self.conn.peer,
-            host=headers.get("Host", ""),
+            host=headers.get("host", ""),
             secure=self.conn.secure,
             request_id=self.request_id,
         )
@@ -248,7 +248,7 @@ class Exchange:
         target = plan.route.upstream_path(plan.path)
         if plan.query:
             target = f"{target}?{plan.query}"
-        framing = empty_body_framing(method, "Content-Length" in self.head.headers)
+        framing = empty_body_framing(method, "content-length" in self.head.headers)
         return request_head(method, target, upstream_lines, framing)
 
     def _done(self) -> None:

@@ -162,22 +162,22 @@ class EdgeServer:
         method = head.method
         if route is None or not route.allows(method):
             return None
-        headers = head.headers
+        headers = head.headers  # lower-case names, none repeated (``HeadReader``)
         if (
-            "Host" not in headers
-            or "Transfer-Encoding" in headers
-            or "Expect" in headers
-            or "Upgrade" in headers
+            "host" not in headers
+            or "transfer-encoding" in headers
+            or "expect" in headers
+            or "upgrade" in headers
         ):
             return None
-        if method == "OPTIONS" and "Access-Control-Request-Method" in headers:
+        if method == "OPTIONS" and "access-control-request-method" in headers:
             return None  # a preflight (with an Origin): the CORS middleware answers it
         length = 0
-        declared = headers.getall("Content-Length", ())
-        if declared:
-            if len(declared) > 1 or not declared[0].isascii() or not declared[0].isdigit():
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isascii() or not declared.isdigit():
                 return None
-            length = int(declared[0])
+            length = int(declared)
             if length > self.max_body_size:
                 return None  # aiohttp answers 413
         return Plan(proxy, route, path, query, length)

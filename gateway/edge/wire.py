@@ -2,8 +2,9 @@
 
 ``HeadReader.parse`` reads one complete request head (everything up to and including the blank
 line) with httptools (llhttp, the parser aiohttp's server uses too, in its strict mode):
-anything it refuses, an HTTP version other than 1.1, an upgrade or a target that is not an
-ASCII origin-form path gives ``None``, and the connection goes to aiohttp, which answers it.
+anything it refuses, an HTTP version other than 1.1, an upgrade, a target that is not an
+ASCII origin-form path, or a repeated field of those the edge reads (``READ_FIELDS``) gives
+``None``, and the connection goes to aiohttp, which answers it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ MAX_LINE_SIZE: Final = 8190
 MAX_FIELD_SIZE: Final = 8190
 MAX_HEADERS: Final = 128
 
+READ_FIELDS: Final = frozenset(
+    {
+        "host",
+        "authorization",
+        "content-length",
+        "transfer-encoding",
+        "expect",
+        "upgrade",
+        "origin",
+        "access-control-request-method",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    }
+)
+"""The header fields the edge and the proxy read, by lower-case name; the rest only pass."""
+_READ_KEYS: Final = {name.encode("ascii"): name for name in READ_FIELDS}
+
 
 class RequestHead:
     """One parsed request head."""
@@ -46,7 +65,7 @@ class RequestHead:
         method: str,
         target: str,
         fields: list[tuple[bytes, bytes]],
-        headers: CIMultiDict[str],
+        headers: dict[str, str],
         keep_alive: bool,
     ) -> None:
         self.method = method
@@ -55,7 +74,9 @@ class RequestHead:
         self.fields = fields
         """The header fields as they came: ``(name, value)`` bytes, in order."""
         self.headers = headers
-        """``fields`` decoded the way aiohttp's server decodes them."""
+        """The fields of ``READ_FIELDS`` that came, by lower-case name (each came once), their
+        values decoded the way aiohttp's server decodes them. Lower-case names read the same
+        from aiohttp's ``CIMultiDictProxy``, so the proxy reads both the same way."""
         self.keep_alive = keep_alive
 
     @property
@@ -78,6 +99,8 @@ class HeadReader:
         "_keep_alive",
         "_method",
         "_parser",
+        "_read",
+        "_repeated",
         "_url",
     )
 
@@ -86,6 +109,8 @@ class HeadReader:
         self._done = True
         self._url = b""
         self._fields: list[tuple[bytes, bytes]] = []
+        self._read: dict[str, str] = {}
+        self._repeated = False
         self._complete = False
         self._keep_alive = False
         self._method = b""
@@ -97,6 +122,12 @@ class HeadReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields.append((name, value))
+        key = _READ_KEYS.get(name.lower())
+        if key is not None:
+            read = self._read
+            if key in read:
+                self._repeated = True
+            read[key] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
         # Read here: once a message is complete, llhttp resets what it knew about it.
@@ -115,14 +146,16 @@ class HeadReader:
         """The request head ``data`` (ending in a blank line), or ``None`` if the edge leaves it.
 
         ``None`` for anything llhttp refuses, an HTTP version other than 1.1, an upgrade, a
-        target that is not an ASCII origin-form path, or a head over aiohttp's limits (which
-        then answers it as it always has).
+        target that is not an ASCII origin-form path, a field of ``READ_FIELDS`` sent twice,
+        or a head over aiohttp's limits (which then answers it as it always has).
         """
         if not self._done:
             self._parser = HttpRequestParser(self)
         self._done = False
         self._url = b""
         fields = self._fields = []
+        headers = self._read = {}
+        self._repeated = False
         self._complete = False
         try:
             self._parser.feed_data(data)
@@ -130,7 +163,7 @@ class HeadReader:
             self._done = False  # a parser that failed is not used again
             return None
         url = self._url
-        if not self._complete or not url.startswith(b"/") or b"#" in url:
+        if not self._complete or not url.startswith(b"/") or b"#" in url or self._repeated:
             return None
         if len(url) > MAX_LINE_SIZE or len(fields) > MAX_HEADERS:
             return None
@@ -143,13 +176,6 @@ class HeadReader:
             method = self._method.decode("ascii")
         except UnicodeDecodeError:
             return None
-        # Decoded the way aiohttp's server decodes them (and encoded back the same way).
-        headers = CIMultiDict(
-            [
-                (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-                for name, value in fields
-            ]
-        )
         return RequestHead(method, target, fields, headers, self._keep_alive)
 
 
@@ -230,9 +256,16 @@ def relayed_head(
 def access_line(peer: str, started: float, head: RequestHead, status: int, size: int) -> str:
     """One line in aiohttp's default access-log format (``AccessLogger.LOG_FORMAT``)."""
     when = datetime.datetime.fromtimestamp(started).astimezone()
-    headers = head.headers
     return (
         f"{peer or '-'} {when.strftime('[%d/%b/%Y:%H:%M:%S %z]')} "
         f'"{head.line}" {status} {size} '
-        f'"{headers.get("Referer", "-")}" "{headers.get("User-Agent", "-")}"'
+        f'"{_first(head, b"referer")}" "{_first(head, b"user-agent")}"'
     )
+
+
+def _first(head: RequestHead, name: bytes) -> str:
+    """The first value of the field ``name`` (lower case), decoded as aiohttp does; or "-"."""
+    for field, value in head.fields:
+        if field.lower() == name:
+            return value.decode("utf-8", "surrogateescape")
+    return "-"

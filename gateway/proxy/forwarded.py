@@ -9,7 +9,7 @@ appends the peer to the chain it passes on). A malformed entry ends the walk at 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from multidict import MultiMapping
@@ -39,15 +39,19 @@ class TrustedProxies:
         """The client address for logs, rate limits and ``X-Forwarded-For``."""
         return self.client_ip_of(request.remote or "", request.headers)
 
-    def client_ip_of(self, peer: str, headers: MultiMapping[str]) -> str:
-        """``client_ip`` for a socket ``peer`` and the request ``headers``."""
+    def client_ip_of(self, peer: str, headers: Mapping[str, str]) -> str:
+        """``client_ip`` for a socket ``peer`` and the request ``headers``.
+
+        ``headers`` are aiohttp's (every ``X-Forwarded-For`` field is read) or the edge's index
+        of the fields it reads (one at most: a request repeating it is aiohttp's).
+        """
         if not self.trusts(peer):
             return peer
-        chain = [
-            part.strip()
-            for value in headers.getall("X-Forwarded-For", ())
-            for part in value.split(",")
-        ]
+        if isinstance(headers, MultiMapping):
+            values = headers.getall("x-forwarded-for", ())
+        else:
+            values = [headers["x-forwarded-for"]] if "x-forwarded-for" in headers else []
+        chain = [part.strip() for value in values for part in value.split(",")]
         client = peer
         for candidate in reversed(chain):
             try:
@@ -59,11 +63,11 @@ class TrustedProxies:
                 break
         return client
 
-    def proto_of(self, peer: str, headers: MultiMapping[str], *, secure: bool) -> str:
+    def proto_of(self, peer: str, headers: Mapping[str, str], *, secure: bool) -> str:
         """``http`` or ``https`` as the client used it, for a socket ``peer``, the request
         ``headers`` and whether the socket is TLS."""
         if self.trusts(peer):
-            sent = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            sent = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
             if sent in ("http", "https"):
                 return sent
         return "https" if secure else "http"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 from aiohttp import web
-from multidict import MultiMapping
 
 from auth.service import AuthService
 from gateway.errors import BadRequest, MethodNotAllowed, NotFoundError
@@ -49,7 +48,7 @@ class ProxyHandler:
     async def admit(
         self,
         route: Route,
-        incoming: MultiMapping[str],
+        incoming: Mapping[str, str],
         fields: Sequence[tuple[bytes, bytes]],
         *,
         peer: str,
@@ -59,12 +58,13 @@ class ProxyHandler:
     ) -> list[bytes]:
         """Authenticate, authorize and rate-limit a request for ``route``; its upstream headers.
 
-        ``fields`` are the client's header fields as they came, ``incoming`` the same decoded,
+        ``fields`` are the client's header fields as they came, ``incoming`` those the proxy
+        reads, decoded (read by lower-case name: aiohttp's headers, or the edge's index),
         ``peer`` the socket's address, ``host`` the client-facing host, ``secure`` whether
         the client connection is TLS. Raises the error that answers a request that may not
         pass (401, 403, 429, 400).
         """
-        auth = None if route.auth == "none" else incoming.get("Authorization")
+        auth = None if route.auth == "none" else incoming.get("authorization")
         principal = None if auth is None else await authenticate_header(auth, self.service)
         authorize(route, principal)
         if route.rate_limit is not None:
@@ -81,7 +81,7 @@ class ProxyHandler:
     def admit_now(
         self,
         route: Route,
-        incoming: MultiMapping[str],
+        incoming: Mapping[str, str],
         fields: Sequence[tuple[bytes, bytes]],
         *,
         peer: str,
@@ -96,7 +96,7 @@ class ProxyHandler:
         """
         if route.rate_limit is not None:
             return None
-        auth = None if route.auth == "none" else incoming.get("Authorization")
+        auth = None if route.auth == "none" else incoming.get("authorization")
         principal = None if auth is None else authenticate_header_now(auth, self.service)
         if principal is PENDING:
             return None
@@ -109,7 +109,7 @@ class ProxyHandler:
         self,
         route: Route,
         principal: Principal | None,
-        incoming: MultiMapping[str],
+        incoming: Mapping[str, str],
         fields: Sequence[tuple[bytes, bytes]],
         peer: str,
         host: str,

@@ -162,6 +162,11 @@ async def test_plain_proxied_requests_are_served_at_the_edge(gateway: Client) ->
         pytest.param(get("/x", "Cookie: " + "c" * 9000), id="field-over-aiohttps-limit"),
         pytest.param(b"GET /x HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", id="malformed"),
         pytest.param(b"\r\nGET /x HTTP/1.1\r\nHost: g\r\n\r\n", id="leading-empty-line"),
+        pytest.param(
+            get("/x", "Authorization: Bearer a", "authorization: Bearer b"), id="two-auth"
+        ),
+        pytest.param(get("/x", "X-Request-Id: a", "X-Request-Id: b"), id="two-request-ids"),
+        pytest.param(get("/x", "Host: h"), id="two-hosts"),
     ],
 )
 async def test_everything_else_is_handed_to_aiohttp(gateway: Client, request_bytes: bytes) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from gateway.edge.wire import HeadReader, access_line, relayed_head, response_head
+from gateway.edge.wire import (
+    READ_FIELDS,
+    HeadReader,
+    access_line,
+    relayed_head,
+    response_head,
+)
 from gateway.middlewares.request_id import stamp_response
 from gateway.proxy.headers import response_headers_for_client, response_lines_for_client
 
@@ -16,8 +22,37 @@ def test_a_plain_head() -> None:
     )
     assert head is not None
     assert (head.method, head.target, head.keep_alive) == ("GET", "/a/b?x=1&y=%20", True)
-    assert head.headers.getall("X-Thing") == ["café", "2"]
+    assert head.fields == [(b"Host", b"g"), (b"X-Thing", b"caf\xc3\xa9"), (b"x-thing", b"2")]
+    assert head.headers == {"host": "g"}  # only the fields the edge reads, by lower-case name
     assert head.line == "GET /a/b?x=1&y=%20 HTTP/1.1"
+
+
+def test_read_fields_by_lower_case_name_decoded_as_aiohttp_does() -> None:
+    head = HeadReader().parse(
+        b"GET / HTTP/1.1\r\nHOST: g\r\nauthorization: Bearer t\r\nX-Request-ID: \xc3\xa9\xff\r\n"
+        b"Accept: */*\r\n\r\n"
+    )
+    assert head is not None
+    assert head.headers == {"host": "g", "authorization": "Bearer t", "x-request-id": "é\udcff"}
+    assert set(head.headers) <= READ_FIELDS
+
+
+@pytest.mark.parametrize("name", sorted(READ_FIELDS - {"content-length", "transfer-encoding"}))
+def test_a_read_field_sent_twice_is_left_to_aiohttp(name: str) -> None:
+    """Which of two values counts is aiohttp's question (its answer, all its checks)."""
+    reader = HeadReader()
+    twice = b"GET / HTTP/1.1\r\nHost: g\r\n%s: 1\r\n%s: 2\r\n\r\n" % (
+        name.encode(),
+        name.upper().encode(),
+    )
+    if name == "host":
+        twice = b"GET / HTTP/1.1\r\nHost: g\r\nhost: h\r\n\r\n"
+    assert reader.parse(twice) is None
+    # A field the edge does not read may repeat; the next head on the connection is read anew.
+    head = HeadReader().parse(b"GET / HTTP/1.1\r\nHost: g\r\nAccept: a\r\nAccept: b\r\n\r\n")
+    assert head is not None and head.headers == {"host": "g"}
+    head = reader.parse(b"GET / HTTP/1.1\r\nHost: g\r\n\r\n")
+    assert head is not None and head.headers == {"host": "g"}
 
 
 def test_connection_close_is_read_before_llhttp_forgets_it() -> None:
