@@ -359,7 +359,8 @@ class UpstreamConnection(asyncio.Protocol):
             # The response ends here; the next exchange gets a fresh parser.
             self.complete = True
             self._new_parser = True
-        self._wake()
+        if self._waiter is not None:  # (none when a sink waits instead: the usual case)
+            self._wake()
 
     @property
     def reason(self) -> str:
@@ -402,7 +403,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -410,7 +412,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not self.complete:
             self.complete = True
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
 
     # --- the exchange -----------------------------------------------------------------------
 
