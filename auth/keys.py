@@ -120,8 +120,13 @@ def _load_pem(path: str, where: str, algorithm: str, *, private: bool) -> Any:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         raise SecretUnavailable(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+    if private and mode & 0o077:
+        _LOGGER.warning(
+            "%s: %s can be read by other users (mode %03o); chmod 600 it", where, path, mode & 0o777
+        )
     kind = "private" if private else "public"
     if len(data) > MAX_KEY_FILE_BYTES:
         raise SecretUnavailable(f"{where}: {path} is too large for a PEM {kind} key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,17 @@ def test_der_is_not_pem(tmp_path: Path) -> None:
     assert problem(tmp_path, config("ES256", str(der))) == (
         f"jwt.private_key_file: {der} is not a PEM private key"
     )
+
+
+def test_a_private_key_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_private(tmp_path, "k", new_key("p256"))
+    os.chmod(path, 0o600)
+    load_signing_keys(config("ES256", path))
+    assert not caplog.records
+    os.chmod(path, 0o644)
+    load_signing_keys(config("ES256", path))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"jwt.private_key_file: {path} can be read by other users (mode 644); chmod 600 it"
+    ]
