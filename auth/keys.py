@@ -10,7 +10,8 @@ The HMAC secret: configured (``jwt.secret`` / ``GATEWAY_JWT_SECRET``), it is use
 validation has already required 32 bytes or more). Not configured and the embedded SQLite
 database in use: a 64-byte random secret is generated on first start and kept next to the
 database file (``<db>.jwt-secret``, mode 0600), so tokens survive restarts. PostgreSQL without a
-secret never gets this far: config validation refuses it.
+secret is refused here (``SecretUnavailable``): by ``serve``, ``check-config`` and ``users`` at
+start, never by ``migrate``, which needs no key.
 """
 
 from __future__ import annotations
@@ -123,10 +124,6 @@ def _load_pem(path: str, where: str, algorithm: str, *, private: bool) -> Any:
             mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         raise SecretUnavailable(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
-    if private and mode & 0o077:
-        _LOGGER.warning(
-            "%s: %s can be read by other users (mode %03o); chmod 600 it", where, path, mode & 0o777
-        )
     kind = "private" if private else "public"
     if len(data) > MAX_KEY_FILE_BYTES:
         raise SecretUnavailable(f"{where}: {path} is too large for a PEM {kind} key")
@@ -147,6 +144,10 @@ def _load_pem(path: str, where: str, algorithm: str, *, private: bool) -> Any:
     problem = _unfit(key.public_key() if private else key, algorithm)
     if problem:
         raise SecretUnavailable(f"{where}: {path} {problem}")
+    if private and mode & 0o077:
+        _LOGGER.warning(
+            "%s: %s can be read by other users (mode %03o); chmod 600 it", where, path, mode & 0o777
+        )
     return key
 
 
@@ -179,7 +180,8 @@ def resolve_jwt_secret(cfg: GatewayConfig) -> str:
         return cfg.jwt.secret
     if not cfg.uses_sqlite:
         raise SecretUnavailable(
-            "jwt.secret is required with PostgreSQL: set GATEWAY_JWT_SECRET (32+ random bytes)"
+            "jwt.secret: required with PostgreSQL (set GATEWAY_JWT_SECRET to at least 32 "
+            "random bytes); only the embedded database generates one"
         )
     path = secret_file_for(cfg.database.url)
     if path is None:

@@ -69,7 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     _setup_logging(cfg)
     if args.command in ("check-config", "serve"):
-        from auth.keys import SecretUnavailable, load_signing_keys
         from auth.templates import MailTemplates
 
         try:  # a template that could not be rendered stops start-up, not a send
@@ -77,12 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_CONFIG
-        if cfg.jwt.algorithm in KEY_PAIR_ALGORITHMS:  # (an HMAC secret file is made, not read)
-            try:
-                load_signing_keys(cfg)
-            except SecretUnavailable as exc:
-                print(str(ConfigError([str(exc)], args.config)), file=sys.stderr)
-                return EXIT_CONFIG
+    if args.command != "migrate" and (
+        cfg.jwt.algorithm in KEY_PAIR_ALGORITHMS or not cfg.uses_sqlite
+    ):  # the signing key, read now (the embedded database's generated secret is made later)
+        from auth.keys import SecretUnavailable, load_signing_keys
+
+        try:
+            load_signing_keys(cfg)
+        except SecretUnavailable as exc:
+            print(str(ConfigError([str(exc)], args.config)), file=sys.stderr)
+            return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(render(cfg))
         print(f"# {args.config}: OK", file=sys.stderr)

@@ -209,7 +209,7 @@ def test_check_config_default_path_is_cwd_gateway_yaml(tmp_path: Path) -> None:
 # --- secrets policy ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["check-config", "serve"])
+@pytest.mark.parametrize("command", ["check-config", "serve", "users"])
 def test_postgres_without_secret_is_refused(tmp_path: Path, command: str) -> None:
     config = write_config(
         tmp_path / "gateway.yaml",
@@ -218,10 +218,16 @@ def test_postgres_without_secret_is_refused(tmp_path: Path, command: str) -> Non
             "database": {"url": "postgresql+asyncpg://postgres@127.0.0.1:5432/never_used"},
         },
     )
-    result = run_cli(command, "--config", str(config), cwd=tmp_path)
-    assert result.returncode != 0
-    assert "jwt.secret" in result.stderr
-    assert "Traceback" not in result.stderr
+    args = [command]
+    if command == "users":
+        args = ["users", "create", "--email", "a@example.com", "--password", "secret123"]
+    result = run_cli(*args, "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"invalid configuration in {config}:\n  - jwt.secret: required with PostgreSQL (set "
+        "GATEWAY_JWT_SECRET to at least 32 random bytes); only the embedded database generates "
+        "one\n"
+    )
 
 
 @pytest.mark.parametrize("command", ["check-config", "serve", "migrate"])
@@ -372,7 +378,8 @@ def test_migrate_postgres_then_noop(tmp_path: Path, pg_database: str) -> None:
         {"database": {"url": pg_database}, "auth": {"password": {"bcrypt_cost": 4}}},
     )
     env = clean_env(GATEWAY_JWT_SECRET=SECRET_40)
-    result = run_cli("migrate", "--config", str(config), cwd=tmp_path, env=env)
+    # The migration job needs no signing secret (least privilege); the gateway does.
+    result = run_cli("migrate", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     tables = {
         row[0]

@@ -312,3 +312,13 @@ def test_a_private_key_others_can_read_is_warned_about(
     assert [r.getMessage() for r in caplog.records] == [
         f"jwt.private_key_file: {path} can be read by other users (mode 644); chmod 600 it"
     ]
+
+
+def test_postgres_without_a_secret_has_no_key() -> None:
+    cfg = build_config({"database": {"url": "postgresql+asyncpg://u@db/gateway"}}, env={})
+    with pytest.raises(SecretUnavailable) as info:
+        load_signing_keys(cfg)
+    assert str(info.value) == (
+        "jwt.secret: required with PostgreSQL (set GATEWAY_JWT_SECRET to at least 32 random "
+        "bytes); only the embedded database generates one"
+    )
