@@ -25,11 +25,13 @@ import asyncio
 import logging
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection
 from gateway.edge.wire import RequestHead
+from gateway.envelope import error_response
+from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
@@ -115,7 +117,9 @@ class EdgeServer:
     def aiohttp_protocol(self) -> asyncio.Protocol:
         """A fresh aiohttp ``RequestHandler`` for a connection the edge hands over."""
         self.handovers += 1
-        return self._aiohttp()
+        server = self._aiohttp
+        # (What ``web.Server.__call__`` does, with the gateway's error answers.)
+        return _RequestHandler(server, loop=server._loop, **server._kwargs)
 
     def track(self, conn: EdgeConnection) -> None:
         """Count ``conn`` among the open connections (for keep-alive and shutdown)."""
@@ -221,6 +225,33 @@ class EdgeServer:
             conn.abort()
         self._connections.clear()
         await self._aiohttp.shutdown(grace)
+
+
+class _RequestHandler(web_protocol.RequestHandler):
+    """aiohttp's protocol, answering what it cannot hand to the app with the gateway's envelope.
+
+    aiohttp answers a request head it cannot parse (and an error that escaped the app) itself,
+    with a text page naming the Python and aiohttp versions in ``Server``; these are envelopes
+    like every other answer: 400 "Validation failed" / "malformed HTTP request", or a bare 500,
+    with ``Server: gateway`` and an ``X-Request-Id``. The connection still closes after it.
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it; raises if output began
+        details = ["malformed HTTP request"] if 400 <= status < 500 else []
+        response = error_response(
+            status, details, {"Server": SERVER_NAME, HEADER: request_id_for(None)}
+        )
+        response.force_close()
+        return response
 
 
 class GatewayRunner(web.AppRunner):

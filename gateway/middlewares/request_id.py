@@ -12,6 +12,8 @@ from multidict import CIMultiDict
 
 REQUEST_ID = web.RequestKey("request_id", str)
 HEADER = "X-Request-Id"
+SERVER_NAME = "gateway"
+"""The ``Server`` of the gateway's own answers: no Python or aiohttp version (ASVS V14.3.3)."""
 # A random per-process prefix and a counter: unique across processes and restarts without a
 # getrandom() system call per request (ids need to be unique, not secret).
 _PREFIX = os.urandom(10).hex()
@@ -25,7 +27,13 @@ def request_id_middleware() -> Middleware:
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[REQUEST_ID] = request_id_for(request.headers.get(HEADER))
-        return await handler(request)
+        response = await handler(request)
+        if not response.prepared:
+            # Before aiohttp prepares it: aiohttp (3.14) sets its own ``Server`` before the
+            # ``on_response_prepare`` hooks run. (Responses the handler streamed itself name
+            # the server where they are made: ``forwarder``, ``websocket``.)
+            response.headers.setdefault("Server", SERVER_NAME)
+        return response
 
     return request_id
 
@@ -47,4 +55,4 @@ def stamp_response(headers: CIMultiDict[str], request_id: str | None) -> None:
     if request_id is not None:
         headers[HEADER] = request_id
     # SECURITY: do not advertise the Python/aiohttp versions (an upstream's own Server stays).
-    headers.setdefault("Server", "gateway")
+    headers.setdefault("Server", SERVER_NAME)

@@ -37,6 +37,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from gateway.middlewares.request_id import SERVER_NAME
 from gateway.proxy.headers import response_headers_for_client
 from gateway.proxy.upstream_pool import (
     BodySource,
@@ -225,6 +226,7 @@ async def _relay(
         pool.release(conn)
         response = _WholeResponse(status=conn.status, reason=conn.reason)
         response.headers.extend(response_headers_for_client(conn.fields))
+        response.headers.setdefault("Server", SERVER_NAME)  # (aiohttp would name itself)
         try:
             await response.prepare(request)
             await response.write_eof(body)
@@ -233,6 +235,7 @@ async def _relay(
         return response
     response = web.StreamResponse(status=conn.status, reason=conn.reason)
     response.headers.extend(response_headers_for_client(conn.fields))
+    response.headers.setdefault("Server", SERVER_NAME)
     try:
         await response.prepare(request)
         while chunk := await conn.read(upstream_timeout):

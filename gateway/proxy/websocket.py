@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.errors import BadGateway, GatewayTimeout
+from gateway.middlewares.request_id import SERVER_NAME
 
 _LOGGER = logging.getLogger(__name__)
 _WS_HANDSHAKE = frozenset(
@@ -114,6 +115,7 @@ async def relay_websocket(
         autoclose=False,
         max_msg_size=max_msg_size,
     )
+    client.headers["Server"] = SERVER_NAME
     try:
         await client.prepare(request)
         await _pump_both(client, upstream)

@@ -1,0 +1,137 @@
+"""``Server: gateway`` on every answer the gateway makes, on both paths (ASVS V14.3.3: no
+version in response headers), an upstream's own ``Server`` passed on; and aiohttp's own answer
+to a head it cannot parse is an envelope too.
+
+aiohttp 3.14 sets its ``Server: Python/3.x aiohttp/3.y`` before the ``on_response_prepare``
+hooks run, so the hooks alone no longer keep it out: these tests read every answer's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
+from tests.fixtures.upstream import upstream_base
+from tests.integration.test_edge import RawConnection, get
+from tests.integration.test_proxy_routing import route
+
+Client = TestClient[Any, Any]
+StartGateway = Callable[..., Any]
+NO_SERVER_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+class _Bare(asyncio.Protocol):
+    """An upstream that answers every request head with ``NO_SERVER_ANSWER``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            _, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            self.transport.write(NO_SERVER_ANSWER)
+
+
+@pytest.fixture
+async def bare_upstream() -> AsyncIterator[str]:
+    """The base URL of an upstream whose answers carry no ``Server``."""
+    server = await asyncio.get_running_loop().create_server(_Bare, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def gateway(gateway_client: StartGateway, upstream: TestServer, bare_upstream: str) -> Client:
+    client: Client = await gateway_client(
+        cors={"allow_origins": ["http://app.test"]},
+        routes=[
+            route("/echo", upstream_base(upstream)),
+            route("/bare", bare_upstream),
+            route("/dead", "http://127.0.0.1:9"),
+        ],
+    )
+    return client
+
+
+def assert_no_versions(headers: Any) -> None:
+    for name, value in headers.items():
+        assert "aiohttp" not in value.lower() and "python" not in value.lower(), (name, value)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("GET", "/healthz", {}, 200),
+        ("GET", "/api/v1/auth/me", {}, 401),
+        ("POST", "/api/v1/auth/login", {"Content-Type": "application/json"}, 400),
+        ("GET", "/nowhere", {}, 404),
+        ("GET", "/bare/x", {}, 200),
+        ("HEAD", "/bare/x", {}, 200),
+        ("GET", "/dead/x", {}, 502),
+        (
+            "OPTIONS",
+            "/echo/x",
+            {"Origin": "http://app.test", "Access-Control-Request-Method": "PUT"},
+            204,
+        ),
+        (
+            "OPTIONS",
+            "/echo/x",
+            {"Origin": "http://evil.test", "Access-Control-Request-Method": "PUT"},
+            403,
+        ),
+    ],
+)
+async def test_the_gateways_answers_name_it_without_versions(
+    gateway: Client, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    resp = await gateway.request(
+        method, path, headers=headers, data=b"{" if status == 400 else None
+    )
+    assert resp.status == status, await resp.text()
+    assert resp.headers["Server"] == "gateway"
+    assert_no_versions(resp.headers)
+
+
+async def test_an_upstreams_own_server_is_passed_on(gateway: Client) -> None:
+    resp = await gateway.get("/echo/x")
+    assert resp.status == 200
+    assert resp.headers["Server"].startswith("Python/")  # the echo upstream is aiohttp
+
+
+@pytest.mark.parametrize("listener", ["edge"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /echo HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", id="bad-name"),
+        pytest.param(b"GET /echo HTTP/1.1\r\nHost: g\r\nX: a\rb\r\n\r\n", id="bare-cr"),
+        pytest.param(b"GET /echo HTTP/1.1\r\nHost: g\r\n folded\r\n\r\n", id="obs-fold"),
+        pytest.param(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", id="tls-hello"),
+        pytest.param(get("/echo", "X-Big: " + "a" * 9000), id="field-too-long"),
+    ],
+)
+async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
+    gateway: Client, listener: str, request_bytes: bytes
+) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(request_bytes)
+        status, headers, body = await conn.response()
+        assert await conn.closed()
+    finally:
+        conn.close()
+    assert status == 400
+    assert headers["Server"] == "gateway"
+    assert headers["X-Request-Id"]
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert_no_versions(headers)
+    assert b'"errors":["Validation failed","malformed HTTP request"]' in body
