@@ -234,6 +234,8 @@ class _RequestHandler(web_protocol.RequestHandler):
     with a text page naming the Python and aiohttp versions in ``Server``; these are envelopes
     like every other answer: 400 "Validation failed" / "malformed HTTP request", or a bare 500,
     with ``Server: gateway`` and an ``X-Request-Id``. The connection still closes after it.
+    A malformed request is the client's error: one INFO line (the access log has it too), not
+    aiohttp's ERROR with a traceback per scanner probe.
     """
 
     __slots__ = ()
@@ -245,8 +247,15 @@ class _RequestHandler(web_protocol.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs it; raises if output began
-        details = ["malformed HTTP request"] if 400 <= status < 500 else []
+        if status >= 500:
+            super().handle_error(request, status, exc, message)  # logs it; raises if sent
+            details = []
+        else:
+            if request.writer.output_size > 0:
+                raise ConnectionError("a response is under way: no room for an error answer")
+            reason = (message or type(exc).__name__).splitlines()[0][:200]
+            _LOGGER.info("malformed request from %s: %s", request.remote, reason)
+            details = ["malformed HTTP request"]
         response = error_response(
             status, details, {"Server": SERVER_NAME, HEADER: request_id_for(None)}
         )

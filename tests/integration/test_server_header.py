@@ -9,6 +9,7 @@ hooks run, so the hooks alone no longer keep it out: these tests read every answ
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -120,8 +121,9 @@ async def test_an_upstreams_own_server_is_passed_on(gateway: Client) -> None:
     ],
 )
 async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
-    gateway: Client, listener: str, request_bytes: bytes
+    gateway: Client, listener: str, request_bytes: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     conn = await RawConnection.open(gateway)
     try:
         conn.send(request_bytes)
@@ -135,3 +137,7 @@ async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
     assert headers["Content-Type"] == "application/json; charset=utf-8"
     assert_no_versions(headers)
     assert b'"errors":["Validation failed","malformed HTTP request"]' in body
+    # The client's error: one INFO line, no ERROR with a traceback per probe.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    notes = [r.getMessage() for r in caplog.records if r.name == "gateway.edge.server"]
+    assert len(notes) == 1 and notes[0].startswith("malformed request from 127.0.0.1: "), notes
