@@ -67,6 +67,7 @@ async def test_frames_relayed_both_ways(gateway_client: StartGateway, upstream: 
     client = await gateway_client(routes=[route("/", upstream_base(upstream))])
     async with client.ws_connect("/_/ws", protocols=("superchat",)) as ws:
         assert ws.protocol == "superchat"
+        assert ws._response.headers["Server"] == "gateway"  # the 101 is the gateway's own
         await ws.send_str("hello")
         assert await ws.receive_str(timeout=5) == "echo: hello"
         await ws.send_str("ünïcødé ✓")
