@@ -25,7 +25,7 @@ from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_h
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
 from gateway.proxy.forwarded import TrustedProxies
-from gateway.proxy.forwarder import create_client_session, create_upstream_pool
+from gateway.proxy.forwarder import create_client_session, create_upstream_pool, keep_untyped
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.routes import RouteTable
 
@@ -47,6 +47,7 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app[SERVICES] = Services(trusted=TrustedProxies(cfg.server.trusted_proxies))
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(cors_prepare_hook(policy))
+    app.on_response_prepare.append(keep_untyped)
     app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
     app.cleanup_ctx.append(_proxy_context(cfg))
     setup_health_routes(app)

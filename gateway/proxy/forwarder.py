@@ -50,6 +50,9 @@ from gateway.proxy.upstream_pool import (
 
 _LOGGER = logging.getLogger(__name__)
 
+UNTYPED: Final = web.ResponseKey("untyped", bool)
+"""Set on a relayed response whose upstream sent no ``Content-Type`` (see ``keep_untyped``)."""
+
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 """Methods sent without ``Content-Length: 0`` when the client sent no body (as aiohttp did)."""
 
@@ -215,6 +218,25 @@ class _WholeResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def _relayed_headers(response: web.StreamResponse, conn: UpstreamConnection) -> None:
+    """The upstream's headers for the client, on a response aiohttp is about to prepare."""
+    headers = response.headers
+    headers.extend(response_headers_for_client(conn.fields))
+    headers.setdefault("Server", SERVER_NAME)  # (aiohttp would name itself, with versions)
+    if "Content-Type" not in headers:
+        response[UNTYPED] = True
+
+
+async def keep_untyped(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: no ``Content-Type`` where the upstream sent none.
+
+    aiohttp gives a body without one ``application/octet-stream`` while preparing; the edge
+    relays the upstream's headers as they are, and so does this path.
+    """
+    if response.get(UNTYPED):
+        response.headers.popall("Content-Type", None)
+
+
 async def _relay(
     request: web.Request, pool: UpstreamPool, conn: UpstreamConnection, upstream_timeout: float
 ) -> web.StreamResponse:
@@ -225,8 +247,7 @@ async def _relay(
         body = conn.take_body()
         pool.release(conn)
         response = _WholeResponse(status=conn.status, reason=conn.reason)
-        response.headers.extend(response_headers_for_client(conn.fields))
-        response.headers.setdefault("Server", SERVER_NAME)  # (aiohttp would name itself)
+        _relayed_headers(response, conn)
         try:
             await response.prepare(request)
             await response.write_eof(body)
@@ -234,8 +255,7 @@ async def _relay(
             pass  # the client went away; the upstream side is done already
         return response
     response = web.StreamResponse(status=conn.status, reason=conn.reason)
-    response.headers.extend(response_headers_for_client(conn.fields))
-    response.headers.setdefault("Server", SERVER_NAME)
+    _relayed_headers(response, conn)
     try:
         await response.prepare(request)
         while chunk := await conn.read(upstream_timeout):

@@ -1,6 +1,7 @@
 """``Server: gateway`` on every answer the gateway makes, on both paths (ASVS V14.3.3: no
-version in response headers), an upstream's own ``Server`` passed on; and aiohttp's own answer
-to a head it cannot parse is an envelope too.
+version in response headers), an upstream's own ``Server`` passed on; no ``Content-Type`` added
+to an upstream's answer that had none; and aiohttp's own answer to a head it cannot parse is an
+envelope too.
 
 aiohttp 3.14 sets its ``Server: Python/3.x aiohttp/3.y`` before the ``on_response_prepare``
 hooks run, so the hooks alone no longer keep it out: these tests read every answer's headers.
@@ -24,10 +25,12 @@ from tests.integration.test_proxy_routing import route
 Client = TestClient[Any, Any]
 StartGateway = Callable[..., Any]
 NO_SERVER_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+UNTYPED_ANSWER = b"HTTP/1.1 200 OK\r\nServer: up/1\r\nContent-Length: 2\r\n\r\nok"
 
 
 class _Bare(asyncio.Protocol):
-    """An upstream that answers every request head with ``NO_SERVER_ANSWER``."""
+    """An upstream that answers every request head with ``NO_SERVER_ANSWER`` (``/untyped/…``:
+    ``UNTYPED_ANSWER``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -36,8 +39,9 @@ class _Bare(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
-            _, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-            self.transport.write(NO_SERVER_ANSWER)
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            untyped = head.split(b" ", 2)[1].startswith(b"/untyped")
+            self.transport.write(UNTYPED_ANSWER if untyped else NO_SERVER_ANSWER)
 
 
 @pytest.fixture
@@ -57,6 +61,7 @@ async def gateway(gateway_client: StartGateway, upstream: TestServer, bare_upstr
         routes=[
             route("/echo", upstream_base(upstream)),
             route("/bare", bare_upstream),
+            route("/untyped", bare_upstream),
             route("/dead", "http://127.0.0.1:9"),
         ],
     )
@@ -101,6 +106,16 @@ async def test_the_gateways_answers_name_it_without_versions(
     assert resp.status == status, await resp.text()
     assert resp.headers["Server"] == "gateway"
     assert_no_versions(resp.headers)
+
+
+async def test_no_content_type_is_added_to_an_upstreams_answer(gateway: Client) -> None:
+    """aiohttp would add ``application/octet-stream`` (RFC 9110 §8.3: the upstream chose not to
+    say); the edge relays the headers as they are, and the other path does the same."""
+    resp = await gateway.get("/untyped/x")
+    assert resp.status == 200
+    assert await resp.read() == b"ok"
+    assert "Content-Type" not in resp.headers
+    assert resp.headers["Server"] == "up/1"
 
 
 async def test_an_upstreams_own_server_is_passed_on(gateway: Client) -> None:
