@@ -1,4 +1,5 @@
-"""The edge and aiohttp's path relay an upstream's answer the same way, header for header.
+"""The edge and aiohttp's path relay an upstream's answer, and the client's request, the same
+way, header for header.
 
 A proxied request is served by the edge, or, on a connection the edge has handed over, by
 aiohttp's server (``gateway/edge/server.py``). Each case below is one raw upstream answer; the
@@ -173,3 +174,117 @@ async def test_what_both_relay_of_hop_by_hop_and_owned_fields(
     _, _, headers, body = await answer(client, "GET", "/case/hop-by-hop-and-owned", True)
     assert headers == [("connection", "close"), ("content-length", "2"), ("server", "gateway")]
     assert body == b"ok"
+
+
+# --- towards the upstream -----------------------------------------------------------------
+
+
+class _Recorder(asyncio.Protocol):
+    """Records each request head (and body) it gets; answers 200 with nothing."""
+
+    seen: list[bytes]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(rest) < length:
+                return
+            self.seen.append(head + b"\r\n\r\n" + rest[:length])
+            self.buffer = rest[length:]
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+REQUESTS: dict[str, tuple[str, list[tuple[str, str]], bytes]] = {
+    "plain": ("GET", [], b""),
+    "query": ("GET", [], b""),
+    "forged-identity": (
+        "GET",
+        [("X-User-Id", "1"), ("x-is-admin", "true"), ("X_User_Id", "2"), ("x_is_admin", "1")],
+        b"",
+    ),
+    "forwarded-chain": (
+        "GET",
+        [("X-Forwarded-For", "10.0.0.1, 10.0.0.2"), ("X-Forwarded-Proto", "https"),
+         ("X-Forwarded-Host", "evil.test"), ("Forwarded", "for=1.2.3.4"), ("X-Real-IP", "1.1.1.1")],
+        b"",
+    ),
+    "connection-named": (
+        "GET", [("Connection", "close, X-Private"), ("X-Private", "1"), ("Keep-Alive", "9")], b""
+    ),
+    "hop-by-hop": (
+        "GET", [("TE", "trailers"), ("Proxy-Authorization", "Basic eA=="), ("Trailer", "X")], b""
+    ),
+    "repeated-field": ("GET", [("Accept", "text/html"), ("Accept", "*/*")], b""),
+    "post-body": ("POST", [("Content-Type", "application/json")], b'{"a":1}'),
+    "request-id-kept": ("GET", [("X-Request-Id", "client-chosen-id")], b""),
+    "cookies-and-case": ("GET", [("cookie", "a=1"), ("X-CUSTOM", "Value With  Spaces")], b""),
+}  # fmt: skip
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[str, list[bytes]]]:
+    seen: list[bytes] = []
+
+    def protocol() -> _Recorder:
+        recorder = _Recorder()
+        recorder.seen = seen
+        return recorder
+
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+
+
+def _normalised(head: bytes) -> list[bytes]:
+    """The request's lines, the generated request id and the gateway's port blanked."""
+    lines = head.split(b"\r\n")
+    out = []
+    for line in lines:
+        name = line.partition(b":")[0].lower()
+        if name == b"x-request-id" and b"client-chosen-id" not in line:
+            line = b"X-Request-Id: <generated>"
+        if name in (b"x-forwarded-host",):
+            line = line.rpartition(b":")[0] if line.count(b":") > 1 else line
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(REQUESTS))
+async def test_both_paths_send_the_upstream_the_same_request(
+    aiohttp_client: Callable[..., Any],
+    make_config: Callable[..., GatewayConfig],
+    recorder: tuple[str, list[bytes]],
+    case: str,
+) -> None:
+    base, seen = recorder
+    method, fields, body = REQUESTS[case]
+    for listener in ("edge", "aiohttp"):
+        app = create_app(
+            make_config(routes=[route("/in", base, preserve_host=True)]), migrate_embedded=False
+        )
+        client = await start_gateway(aiohttp_client, app, listener)
+        headers = [("Connection", "close"), ("Host", "app.test"), *fields]
+        async with client.request(
+            method, "/in/x?b=2&a=1", headers=headers, data=body or None,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        ) as resp:  # fmt: skip
+            assert resp.status == 200
+    assert len(seen) == 2
+    edge, other = (_normalised(head) for head in seen)
+    assert edge == other
+    assert all(b"x-user-id" not in line.lower() for line in edge)
+    assert all(
+        b"_user_id" not in line.lower() and b"_is_admin" not in line.lower() for line in edge
+    )
