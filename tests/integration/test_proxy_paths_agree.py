@@ -288,3 +288,62 @@ async def test_both_paths_send_the_upstream_the_same_request(
     assert all(
         b"_user_id" not in line.lower() and b"_is_admin" not in line.lower() for line in edge
     )
+
+
+# --- the gateway's own answers on proxied routes ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "path", "headers", "body"),
+    [
+        ("401-no-token", "GET", "/private/x", {}, b""),
+        ("401-bad-token", "GET", "/private/x", {"Authorization": "Bearer not.a.jwt"}, b""),
+        ("401-basic", "GET", "/private/x", {"Authorization": "Basic YTpi"}, b""),
+        ("405-method", "DELETE", "/readonly/x", {}, b""),
+        ("404-no-route", "GET", "/nowhere", {}, b""),
+        ("502-refused", "GET", "/dead/x", {}, b""),
+        ("413-too-large", "POST", "/open/x", {}, b"x" * 2048),
+        ("cors-allowed", "GET", "/private/x", {"Origin": "http://app.test"}, b""),
+        ("cors-foreign", "GET", "/private/x", {"Origin": "http://evil.test"}, b""),
+    ],
+)
+async def test_both_paths_give_the_same_error_answers(
+    aiohttp_client: Callable[..., Any],
+    make_config: Callable[..., GatewayConfig],
+    recorder: tuple[str, list[bytes]],
+    case: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
+    base, _ = recorder
+    routes = [
+        route("/private", base, auth="required"),
+        route("/readonly", base, methods=["GET"]),
+        route("/open", base),
+        route("/dead", "http://127.0.0.1:9"),
+    ]
+    answers = []
+    for listener in ("edge", "aiohttp"):
+        cfg = make_config(
+            routes=routes,
+            server={"max_body_size": 1024, "access_log": False},
+            cors={"allow_origins": ["http://app.test"]},
+        )
+        client = await start_gateway(
+            aiohttp_client, create_app(cfg, migrate_embedded=False), listener
+        )
+        async with client.request(
+            method, path, headers={"Connection": "close", **headers}, data=body or None
+        ) as resp:
+            payload = await resp.json()
+            payload.pop("timestamp")
+            kept = sorted(
+                (name.decode().lower(), value.decode())
+                for name, value in resp.raw_headers
+                if name.decode().lower() not in ("date", "x-request-id")
+            )
+            answers.append((resp.status, kept, payload))
+    edge, other = answers
+    assert edge == other
