@@ -3,11 +3,13 @@
 The connection frames requests itself: a head ends at the first blank line, a body is exactly
 ``Content-Length`` bytes (a request that declares anything else is not taken). Each head is
 parsed by ``wire.HeadReader``; ``EdgeServer.plan`` decides whether the edge proxies it. If not,
-the connection is handed to aiohttp before a byte of that request is consumed: its
-``RequestHandler`` becomes the transport's protocol and gets every byte buffered so far, so it
-sees the connection exactly as if it had owned it from that request on. Requests are served one
-at a time, in order; bytes of pipelined requests wait (reading pauses past
-``PIPELINE_LIMIT``) until the response before them is complete.
+the connection is lent to aiohttp for that one request (a bodyless head the edge has read:
+``gateway.edge.handover``) and taken back once it is answered, or else handed to aiohttp for
+good before a byte of that request is consumed: its ``RequestHandler`` becomes the transport's
+protocol and gets every byte buffered so far, so it sees the connection exactly as if it had
+owned it from that request on. Requests are served one at a time, in order; bytes of pipelined
+requests wait (reading pauses past ``PIPELINE_LIMIT``) until the response before them is
+complete.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, cast
 
 from gateway.edge.exchange import Exchange
+from gateway.edge.handover import LentTransport
 from gateway.edge.wire import HeadReader, RequestHead
 from gateway.errors import BadRequest
 from gateway.proxy.forwarder import body_timeout
 
 if TYPE_CHECKING:
+    from gateway.edge.handover import GatewayRequestHandler
     from gateway.edge.server import EdgeServer, Plan
 
 __all__ = ["BODY_HIGH_WATER", "MAX_HEAD_SIZE", "PIPELINE_LIMIT", "EdgeConnection", "RequestBody"]
@@ -124,6 +128,8 @@ class EdgeConnection(asyncio.Protocol):
         "_discard",
         "_drain_waiter",
         "_exchange",
+        "_lent",
+        "_lent_transport",
         "_reader",
         "_reading_paused",
         "_scan_from",
@@ -148,6 +154,9 @@ class EdgeConnection(asyncio.Protocol):
         self._buf = bytearray()
         self._scan_from = 0
         self._exchange: Exchange | None = None
+        self._lent: GatewayRequestHandler | None = None
+        """aiohttp's handler of a request lent to it, until the edge takes the connection back."""
+        self._lent_transport: LentTransport | None = None
         self._starting = False
         self._body: RequestBody | None = None
         self._discard = 0
@@ -157,8 +166,8 @@ class EdgeConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        """True while a request is being served."""
-        return self._exchange is not None
+        """True while a request is being served (by the edge, or lent to aiohttp)."""
+        return self._exchange is not None or self._lent is not None
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -178,6 +187,9 @@ class EdgeConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.edge.untrack(self)
+        if self._lent is not None:
+            lent, self._lent, self._lent_transport = self._lent, None, None
+            lent.connection_lost(exc)
         if self._body is not None:
             self._body.lose()
         if self._exchange is not None:
@@ -186,12 +198,22 @@ class EdgeConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self._lent is not None:
+            self._lent.pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self._wake_drain()
+        if self._lent is not None:
+            self._lent.resume_writing()
 
     def data_received(self, data: bytes) -> None:
+        if self._lent is not None:
+            # What follows a lent request waits for the edge to take the connection back.
+            self._buf += data
+            if len(self._buf) > PIPELINE_LIMIT:
+                self.pause_reading()
+            return
         body = self._body
         if body is not None and body.remaining:
             taken = body.feed(data)
@@ -292,7 +314,13 @@ class EdgeConnection(asyncio.Protocol):
         is still being served, and ``finished`` calls it again.
         """
         buf = self._buf
-        while buf and self._exchange is None and not self._discard and not self.closed:
+        while (
+            buf
+            and self._exchange is None
+            and self._lent is None
+            and not self._discard
+            and not self.closed
+        ):
             end = buf.find(b"\r\n\r\n", self._scan_from)
             if end < 0:
                 if len(buf) > MAX_HEAD_SIZE or buf[0] in b"\r\n":
@@ -302,9 +330,14 @@ class EdgeConnection(asyncio.Protocol):
                 return
             self._scan_from = 0
             size = end + 4
-            planned = self._plan(bytes(buf[:size]))
+            data = bytes(buf[:size])
+            planned = self._plan(data)
             if planned is None:
-                self._hand_over()
+                if self._lendable(data):
+                    del buf[:size]
+                    self._lend(data)
+                else:
+                    self._hand_over()
                 return
             del buf[:size]
             self._start(*planned)
@@ -354,6 +387,63 @@ class EdgeConnection(asyncio.Protocol):
         self.resume_reading()
         if self._buf and not self._discard and not self._starting:
             self._next()  # (while starting, the ``_next`` loop that started it goes on)
+
+    def _lendable(self, data: bytes) -> bool:
+        """True when the head in ``data`` (which the edge does not proxy) can be lent to aiohttp:
+        one the edge reads (``HeadReader``), keeping the connection alive, with no body, no
+        upgrade and no ``100-continue``."""
+        if self.edge.closing or self.transport is None:
+            return False
+        if len(data) > MAX_HEAD_SIZE or data[0] in b"\r\n":
+            return False
+        head = self._reader.parse(data)
+        if head is None or not head.keep_alive:
+            return False
+        headers = head.headers
+        return (
+            "transfer-encoding" not in headers
+            and "upgrade" not in headers
+            and "expect" not in headers
+            and headers.get("content-length", "0") == "0"
+        )
+
+    def _lend(self, data: bytes) -> None:
+        """Let aiohttp answer the request of the head ``data``; ``take_back`` ends the loan."""
+        assert self.transport is not None
+        lent = self._lent = self.edge.aiohttp_protocol(lender=self)
+        shim = self._lent_transport = LentTransport(self.transport)
+        lent.connection_made(shim)
+        if self.write_paused:
+            lent.pause_writing()
+        lent.data_received(data)
+
+    def take_back(self, lent: GatewayRequestHandler, *, keep_alive: bool) -> None:
+        """aiohttp has written the whole answer to the lent request (``GatewayRequestHandler``).
+
+        Unless the connection ends with it (then aiohttp closes it), the edge lets aiohttp's
+        handler go — it is told the connection is gone, its ``close`` no longer reaches the
+        client — and goes on with what came after, once aiohttp's task step is over.
+        """
+        if lent is not self._lent or self.closed or not keep_alive:
+            return
+        shim = self._lent_transport
+        assert shim is not None
+        shim.detached = True
+        self._lent = None
+        self._lent_transport = None
+        asyncio.get_running_loop().call_soon(self._taken_back, lent)
+
+    def _taken_back(self, lent: GatewayRequestHandler) -> None:
+        lent.connection_lost(None)  # aiohttp forgets the connection; its task ends
+        if self.closed or self._exchange is not None:
+            return  # (bytes that came meanwhile started the next request already)
+        self.idle_epoch = self.edge.epoch
+        if self.edge.closing:
+            self.close()
+            return
+        self.resume_reading()
+        if self._buf and not self._discard and not self._starting:
+            self._next()
 
     def _hand_over(self) -> None:
         """Make aiohttp's server the protocol of this connection, from the buffered bytes on."""

@@ -2,9 +2,10 @@
 
 ``GatewayRunner`` is aiohttp's ``AppRunner`` with one change: the protocol factory its sites
 listen with is an ``EdgeServer``. Every connection starts as an ``EdgeConnection``; a request
-the edge takes (``EdgeServer.plan``) is proxied without aiohttp's server; the first one it does
-not take hands the whole connection to aiohttp (``aiohttp_protocol``), which then serves it to
-the end, its own routes, middlewares and the same proxy handler included. The edge takes
+the edge takes (``EdgeServer.plan``) is proxied without aiohttp's server; one it does not take
+is aiohttp's (``aiohttp_protocol``), with its own routes, middlewares and the same proxy
+handler: lent for that request when it is bodyless (``gateway.edge.handover``), else with the
+whole connection, to the end. The edge takes
 exactly the requests that aiohttp's router would give to the catch-all proxy route and that
 the proxy would forward as plain HTTP:
 
@@ -25,13 +26,12 @@ import asyncio
 import logging
 from typing import Any, cast
 
-from aiohttp import web, web_protocol
+from aiohttp import web
 
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection
+from gateway.edge.handover import GatewayRequestHandler
 from gateway.edge.wire import RequestHead
-from gateway.envelope import error_response
-from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
@@ -105,7 +105,9 @@ class EdgeServer:
         self.requests_served = 0
         """Requests the edge has proxied itself (a count for tests and diagnostics)."""
         self.handovers = 0
-        """Connections handed to aiohttp."""
+        """Connections handed to aiohttp for good."""
+        self.lends = 0
+        """Requests lent to aiohttp (the connection came back after each)."""
         self.answered_at_once = 0
         """Requests of ``requests_served`` answered without a task (``exchange.Exchange``)."""
 
@@ -114,12 +116,16 @@ class EdgeServer:
     def __call__(self) -> EdgeConnection:
         return EdgeConnection(self)
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
-        """A fresh aiohttp ``RequestHandler`` for a connection the edge hands over."""
-        self.handovers += 1
+    def aiohttp_protocol(self, lender: EdgeConnection | None = None) -> GatewayRequestHandler:
+        """A fresh aiohttp ``RequestHandler`` for a connection the edge hands over for good, or
+        lends (``lender``) for one request."""
+        if lender is None:
+            self.handovers += 1
+        else:
+            self.lends += 1
         server = self._aiohttp
         # (What ``web.Server.__call__`` does, with the gateway's error answers.)
-        return _RequestHandler(server, loop=server._loop, **server._kwargs)
+        return GatewayRequestHandler(server, loop=server._loop, lender=lender, **server._kwargs)
 
     def track(self, conn: EdgeConnection) -> None:
         """Count ``conn`` among the open connections (for keep-alive and shutdown)."""
@@ -225,42 +231,6 @@ class EdgeServer:
             conn.abort()
         self._connections.clear()
         await self._aiohttp.shutdown(grace)
-
-
-class _RequestHandler(web_protocol.RequestHandler):
-    """aiohttp's protocol, answering what it cannot hand to the app with the gateway's envelope.
-
-    aiohttp answers a request head it cannot parse (and an error that escaped the app) itself,
-    with a text page naming the Python and aiohttp versions in ``Server``; these are envelopes
-    like every other answer: 400 "Validation failed" / "malformed HTTP request", or a bare 500,
-    with ``Server: gateway`` and an ``X-Request-Id``. The connection still closes after it.
-    A malformed request is the client's error: one INFO line (the access log has it too), not
-    aiohttp's ERROR with a traceback per scanner probe.
-    """
-
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500:
-            super().handle_error(request, status, exc, message)  # logs it; raises if sent
-            details = []
-        else:
-            if request.writer.output_size > 0:
-                raise ConnectionError("a response is under way: no room for an error answer")
-            reason = (message or type(exc).__name__).splitlines()[0][:200]
-            _LOGGER.info("malformed request from %s: %s", request.remote, reason)
-            details = ["malformed HTTP request"]
-        response = error_response(
-            status, details, {"Server": SERVER_NAME, HEADER: request_id_for(None)}
-        )
-        response.force_close()
-        return response
 
 
 class GatewayRunner(web.AppRunner):

@@ -139,37 +139,58 @@ async def test_plain_proxied_requests_are_served_at_the_edge(gateway: Client) ->
     assert (edge.requests_served, edge.handovers) == (1, 0)
 
 
+LENT = "lent"
+HANDED_OVER = "handed over"
+
+
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("request_bytes", "way"),
     [
-        pytest.param(get("/healthz"), id="own-route"),
-        pytest.param(get("/api/v1/auth/me"), id="auth-api"),
-        pytest.param(get("/a/../b"), id="path-to-normalise"),
-        pytest.param(get("/a%2Fb"), id="percent-encoded"),
-        pytest.param(get("/x", version="1.0"), id="http-1.0"),
+        pytest.param(get("/healthz"), LENT, id="own-route"),
+        pytest.param(get("/api/v1/auth/me"), LENT, id="auth-api"),
+        pytest.param(get("/a/../b"), LENT, id="path-to-normalise"),
+        pytest.param(get("/a%2Fb"), LENT, id="percent-encoded"),
+        pytest.param(get("/x", version="1.0"), HANDED_OVER, id="http-1.0"),
         pytest.param(
             b"POST /x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n0\r\n\r\n",
+            HANDED_OVER,
             id="chunked-upload",
         ),
-        pytest.param(post("/x", b"abc", "Expect: 100-continue"), id="expect"),
+        pytest.param(post("/x", b"abc", "Expect: 100-continue"), HANDED_OVER, id="expect"),
         pytest.param(
             b"OPTIONS /x HTTP/1.1\r\nHost: g\r\nOrigin: http://app.test\r\n"
             b"Access-Control-Request-Method: GET\r\n\r\n",
+            LENT,
             id="preflight",
         ),
-        pytest.param(get("/x", "X-Big: " + "a" * (MAX_HEAD_SIZE + 10)), id="oversized-head"),
-        pytest.param(get("/x", "Cookie: " + "c" * 9000), id="field-over-aiohttps-limit"),
-        pytest.param(b"GET /x HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", id="malformed"),
-        pytest.param(b"\r\nGET /x HTTP/1.1\r\nHost: g\r\n\r\n", id="leading-empty-line"),
         pytest.param(
-            get("/x", "Authorization: Bearer a", "authorization: Bearer b"), id="two-auth"
+            get("/x", "X-Big: " + "a" * (MAX_HEAD_SIZE + 10)), HANDED_OVER, id="oversized-head"
         ),
-        pytest.param(get("/x", "X-Request-Id: a", "X-Request-Id: b"), id="two-request-ids"),
-        pytest.param(get("/x", "Host: h"), id="two-hosts"),
+        pytest.param(
+            get("/x", "Cookie: " + "c" * 9000), HANDED_OVER, id="field-over-aiohttps-limit"
+        ),
+        pytest.param(
+            b"GET /x HTTP/1.1\r\nHost: g\r\nBad Header: 1\r\n\r\n", HANDED_OVER, id="malformed"
+        ),
+        pytest.param(
+            b"\r\nGET /x HTTP/1.1\r\nHost: g\r\n\r\n", HANDED_OVER, id="leading-empty-line"
+        ),
+        pytest.param(
+            get("/x", "Authorization: Bearer a", "authorization: Bearer b"),
+            HANDED_OVER,
+            id="two-auth",
+        ),
+        pytest.param(
+            get("/x", "X-Request-Id: a", "X-Request-Id: b"), HANDED_OVER, id="two-request-ids"
+        ),
+        pytest.param(get("/x", "Host: h"), HANDED_OVER, id="two-hosts"),
+        pytest.param(get("/healthz", "Connection: close"), HANDED_OVER, id="closing"),
+        pytest.param(post("/api/v1/auth/login", b"{}"), HANDED_OVER, id="auth-api-with-body"),
     ],
 )
-async def test_everything_else_is_handed_to_aiohttp(gateway: Client, request_bytes: bytes) -> None:
+async def test_everything_else_is_aiohttps(gateway: Client, request_bytes: bytes, way: str) -> None:
+    """Lent for the one request (a bodyless head the edge read), or handed over for good."""
     conn = await RawConnection.open(gateway)
     try:
         conn.send(request_bytes)
@@ -177,7 +198,8 @@ async def test_everything_else_is_handed_to_aiohttp(gateway: Client, request_byt
     finally:
         conn.close()
     edge = edge_of(gateway)
-    assert (edge.requests_served, edge.handovers) == (0, 1)
+    assert edge.requests_served == 0
+    assert (edge.lends, edge.handovers) == ((1, 0) if way == LENT else (0, 1))
     assert status < 500, body  # aiohttp answered it, whatever the answer is
 
 
@@ -233,22 +255,53 @@ async def test_pipelined_requests_are_answered_in_order(gateway: Client) -> None
     assert edge_of(gateway).requests_served == 3
 
 
-async def test_a_connection_is_handed_over_between_two_requests(gateway: Client) -> None:
+async def test_a_connection_is_lent_to_aiohttp_and_taken_back(gateway: Client) -> None:
     conn = await RawConnection.open(gateway)
     try:
         conn.send(get("/first"))
         first = await conn.response()
-        # The health check and what follows it, pipelined: aiohttp gets both, in order.
+        # The health check and what follows it, pipelined: aiohttp answers the first, the edge
+        # the second, in order.
         conn.send(get("/healthz") + get("/third"))
         second = await conn.response()
         third = await conn.response()
+        # A CORS preflight and the auth API on the same connection, one after the other.
+        conn.send(
+            b"OPTIONS /x HTTP/1.1\r\nHost: g\r\nOrigin: http://app.test\r\n"
+            b"Access-Control-Request-Method: GET\r\n\r\n"
+        )
+        preflight = await conn.response()
+        conn.send(get("/api/v1/auth/me"))
+        me = await conn.response()
+        conn.send(get("/fifth"))
+        fifth = await conn.response()
     finally:
         conn.close()
     assert echoed(first[2])["path"] == "/first"
     assert json.loads(second[2]) == {"status": "ok"}
     assert echoed(third[2])["path"] == "/third"
+    assert preflight[0] in (204, 403) and me[0] == 401
+    assert echoed(fifth[2])["path"] == "/fifth"
     edge = edge_of(gateway)
-    assert (edge.requests_served, edge.handovers) == (1, 1)
+    assert (edge.requests_served, edge.lends, edge.handovers) == (3, 3, 0)
+
+
+async def test_a_connection_is_handed_over_between_two_requests(gateway: Client) -> None:
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(get("/first"))
+        first = await conn.response()
+        # A request with a body and what follows it, pipelined: aiohttp gets both, in order.
+        conn.send(post("/api/v1/auth/login", b"{}", "Content-Type: application/json") + get("/3"))
+        second = await conn.response()
+        third = await conn.response()
+    finally:
+        conn.close()
+    assert echoed(first[2])["path"] == "/first"
+    assert second[0] == 400
+    assert echoed(third[2])["path"] == "/3"
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 0, 1)
 
 
 async def test_bodiless_answers_keep_the_connection_in_step(gateway: Client) -> None:
@@ -538,3 +591,70 @@ async def test_a_stale_pooled_connection_is_retried_on_a_new_one(
         server.close()
     assert answers == [(200, b"ok")] * 3
     assert len(seen) == 3  # the second and third went out again, each on a new connection
+
+
+# --- requests lent to aiohttp -------------------------------------------------------------
+
+
+async def test_a_large_lent_answer_then_the_edge_again(gateway: Client) -> None:
+    """A lent request's answer streams under back-pressure; the edge goes on after it."""
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port, limit=2**16)
+    conn = RawConnection(reader, writer)
+    try:
+        # ``/x/../_/download`` is not canonical: aiohttp normalises it, and proxies it.
+        conn.send(get("/x/../_/download?mib=8") + get("/after"))
+        await asyncio.sleep(0.3)  # the client reads nothing yet: the gateway's writes pause
+        status, _, body = await conn.response()
+        after = await conn.response()
+    finally:
+        conn.close()
+    assert status == 200 and len(body) == 8 * 1024 * 1024
+    assert echoed(after[2])["path"] == "/after"
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
+
+
+async def test_a_client_gone_during_a_lent_request(
+    make_config: MakeConfig, upstream: TestServer
+) -> None:
+    server = edge_server(make_config, upstream)
+    await server.start_server()  # (``handler_cancellation``, as ``gateway serve`` runs)
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        conn = RawConnection(reader, writer)
+        conn.send(get("/warm"))
+        assert (await conn.response())[0] == 200
+        conn.send(get("/x/../_/slow?seconds=5"))
+        await asyncio.sleep(0.3)
+        assert server.runner is not None
+        edge = cast(EdgeServer, server.runner.server)
+        pool = server.app[SERVICES].proxy.pool
+        assert edge.lends == 1 and pool.idle_count() == 0
+        conn.close()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if not edge._connections and not pool._all and not edge._aiohttp.connections:
+                break
+        assert not edge._connections  # the client connection is gone,
+        assert not edge._aiohttp.connections  # aiohttp's handler too,
+        assert not pool._all  # and the upstream request was cancelled, its connection aborted
+    finally:
+        await server.close()
+
+
+async def test_shutdown_lets_a_lent_request_finish(
+    make_config: MakeConfig, upstream: TestServer
+) -> None:
+    server = edge_server(make_config, upstream)
+    await server.start_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    conn = RawConnection(reader, writer)
+    try:
+        conn.send(get("/x/../_/slow?seconds=0.5"))
+        await asyncio.sleep(0.2)
+        closing = asyncio.create_task(server.close())
+        status, _, body = await conn.response()
+        assert (status, body) == (200, b"finally")
+        await closing
+    finally:
+        conn.close()
