@@ -3,13 +3,13 @@
 The connection frames requests itself: a head ends at the first blank line, a body is exactly
 ``Content-Length`` bytes (a request that declares anything else is not taken). Each head is
 parsed by ``wire.HeadReader``; ``EdgeServer.plan`` decides whether the edge proxies it. If not,
-the connection is lent to aiohttp for that one request (a bodyless head the edge has read:
-``gateway.edge.handover``) and taken back once it is answered, or else handed to aiohttp for
-good before a byte of that request is consumed: its ``RequestHandler`` becomes the transport's
-protocol and gets every byte buffered so far, so it sees the connection exactly as if it had
-owned it from that request on. Requests are served one at a time, in order; bytes of pipelined
-requests wait (reading pauses past ``PIPELINE_LIMIT``) until the response before them is
-complete.
+the connection is lent to aiohttp for that one request (a head the edge has read, with no body
+or a ``Content-Length`` one: ``gateway.edge.handover``) and taken back once it is answered, or
+else handed to aiohttp for good before a byte of that request is consumed: its
+``RequestHandler`` becomes the transport's protocol and gets every byte buffered so far, so it
+sees the connection exactly as if it had owned it from that request on. Requests are served one
+at a time, in order; bytes of pipelined requests wait (reading pauses past ``PIPELINE_LIMIT``)
+until the response before them is complete.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ class EdgeConnection(asyncio.Protocol):
         "_drain_waiter",
         "_exchange",
         "_lent",
+        "_lent_body",
         "_lent_transport",
         "_reader",
         "_reading_paused",
@@ -157,6 +158,8 @@ class EdgeConnection(asyncio.Protocol):
         self._lent: GatewayRequestHandler | None = None
         """aiohttp's handler of a request lent to it, until the edge takes the connection back."""
         self._lent_transport: LentTransport | None = None
+        self._lent_body = 0
+        """Bytes of the lent request's body still to pass to aiohttp."""
         self._starting = False
         self._body: RequestBody | None = None
         self._discard = 0
@@ -209,6 +212,13 @@ class EdgeConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lent is not None:
+            if self._lent_body:
+                part = data[: self._lent_body]
+                self._lent_body -= len(part)
+                self._lent.data_received(part)
+                data = data[len(part) :]
+                if not data:
+                    return
             # What follows a lent request waits for the edge to take the connection back.
             self._buf += data
             if len(self._buf) > PIPELINE_LIMIT:
@@ -333,9 +343,10 @@ class EdgeConnection(asyncio.Protocol):
             data = bytes(buf[:size])
             planned = self._plan(data)
             if planned is None:
-                if self._lendable(data):
+                length = self._lendable(data)
+                if length is not None:
                     del buf[:size]
-                    self._lend(data)
+                    self._lend(data, length)
                 else:
                     self._hand_over()
                 return
@@ -388,34 +399,41 @@ class EdgeConnection(asyncio.Protocol):
         if self._buf and not self._discard and not self._starting:
             self._next()  # (while starting, the ``_next`` loop that started it goes on)
 
-    def _lendable(self, data: bytes) -> bool:
-        """True when the head in ``data`` (which the edge does not proxy) can be lent to aiohttp:
-        one the edge reads (``HeadReader``), keeping the connection alive, with no body, no
-        upgrade and no ``100-continue``."""
+    def _lendable(self, data: bytes) -> int | None:
+        """The body length of the head in ``data`` (which the edge does not proxy) when it can be
+        lent to aiohttp: one the edge reads (``HeadReader``), keeping the connection alive, no
+        upgrade, no ``100-continue``, no body or a ``Content-Length`` one within
+        ``server.max_body_size``; else ``None``."""
         if self.edge.closing or self.transport is None:
-            return False
+            return None
         if len(data) > MAX_HEAD_SIZE or data[0] in b"\r\n":
-            return False
+            return None
         head = self._reader.parse(data)
         if head is None or not head.keep_alive:
-            return False
+            return None
         headers = head.headers
-        return (
-            "transfer-encoding" not in headers
-            and "upgrade" not in headers
-            and "expect" not in headers
-            and headers.get("content-length", "0") == "0"
-        )
+        if "transfer-encoding" in headers or "upgrade" in headers or "expect" in headers:
+            return None
+        declared = headers.get("content-length", "0")
+        if not declared.isascii() or not declared.isdigit():
+            return None
+        length = int(declared)
+        return length if length <= self.edge.max_body_size else None
 
-    def _lend(self, data: bytes) -> None:
-        """Let aiohttp answer the request of the head ``data``; ``take_back`` ends the loan."""
+    def _lend(self, data: bytes, length: int) -> None:
+        """Let aiohttp answer the request of the head ``data`` and the ``length`` body bytes
+        that follow it (no more); ``take_back`` ends the loan."""
         assert self.transport is not None
         lent = self._lent = self.edge.aiohttp_protocol(lender=self)
-        shim = self._lent_transport = LentTransport(self.transport)
+        shim = self._lent_transport = LentTransport(self.transport, self)
         lent.connection_made(shim)
         if self.write_paused:
             lent.pause_writing()
-        lent.data_received(data)
+        buf = self._buf
+        body = bytes(buf[:length])
+        del buf[:length]
+        self._lent_body = length - len(body)
+        lent.data_received(data + body if body else data)
 
     def take_back(self, lent: GatewayRequestHandler, *, keep_alive: bool) -> None:
         """aiohttp has written the whole answer to the lent request (``GatewayRequestHandler``).
@@ -431,6 +449,9 @@ class EdgeConnection(asyncio.Protocol):
         shim.detached = True
         self._lent = None
         self._lent_transport = None
+        # A body aiohttp answered before it all came: the rest is read and dropped, as the edge
+        # does for its own requests (never taken for the head of a next request).
+        self._discard, self._lent_body = self._lent_body, 0
         asyncio.get_running_loop().call_soon(self._taken_back, lent)
 
     def _taken_back(self, lent: GatewayRequestHandler) -> None:

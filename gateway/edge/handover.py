@@ -1,14 +1,16 @@
 """aiohttp's side of a connection: handed over for good, or lent for one request.
 
 A request the edge does not proxy itself is aiohttp's (``EdgeConnection``). When its head is
-one the edge has parsed, asks for no body, no upgrade and no ``100-continue``, and keeps the
-connection alive, the connection is *lent*: a ``GatewayRequestHandler`` gets a ``LentTransport``
-(the connection's transport, whose ``close`` the edge decides on) and exactly the bytes of that
-head, nothing more. Once aiohttp has written the whole answer (``finish_response``), the edge
-takes the connection back — aiohttp's handler is told the connection is gone, and forgets it —
-and serves what follows, pipelined bytes included, itself. So the auth API, a health probe or a
-CORS preflight no longer moves a browser's keep-alive connection to aiohttp's slower path for
-good. Anything else (a body, an upgrade, a head the edge could not read) hands the connection
+one the edge has parsed, keeps the connection alive, asks for no upgrade and no
+``100-continue``, and has no body or a ``Content-Length`` one within ``server.max_body_size``,
+the connection is *lent*: a ``GatewayRequestHandler`` gets a ``LentTransport`` (the
+connection's transport, whose ``close`` the edge decides on) and exactly the bytes of that
+request, nothing more. Once aiohttp has written the whole answer (``finish_response``), the edge
+takes the connection back — aiohttp's handler is told the connection is gone, and forgets it;
+body bytes it did not wait for are read and dropped — and serves what follows, pipelined bytes
+included, itself. So a login, the auth API, a health probe or a CORS preflight no longer moves
+a browser's keep-alive connection to aiohttp's slower path for good. Anything else (a chunked
+body, an upgrade, a head the edge could not read, ``Connection: close``) hands the connection
 over for good, as it always was.
 """
 
@@ -85,15 +87,17 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
 class LentTransport(asyncio.Transport):
     """The client connection's transport, as aiohttp sees it while a request is lent to it.
 
-    Writes go straight through. Reading is the edge's (it feeds aiohttp the lent head, and keeps
-    whatever follows), so aiohttp's pause and resume do nothing. ``close`` closes the connection
-    while it is lent, and nothing once the edge has taken it back (``detached``): that is how
-    aiohttp's handler is let go without closing the client's connection.
+    Writes go straight through. Reading is the edge's (it feeds aiohttp the lent head and body,
+    and keeps whatever follows); aiohttp's pause and resume (a body it does not read yet) pause
+    and resume the connection's reading. ``close`` closes the connection while it is lent, and
+    nothing once the edge has taken it back (``detached``): that is how aiohttp's handler is let
+    go without closing the client's connection.
     """
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, conn: EdgeConnection) -> None:
         super().__init__()
         self._transport = transport
+        self._conn = conn
         self.detached = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -134,7 +138,9 @@ class LentTransport(asyncio.Transport):
         return not self.detached
 
     def pause_reading(self) -> None:
-        pass
+        if not self.detached:
+            self._conn.pause_reading()
 
     def resume_reading(self) -> None:
-        pass
+        if not self.detached:
+            self._conn.resume_reading()

@@ -186,7 +186,7 @@ HANDED_OVER = "handed over"
         ),
         pytest.param(get("/x", "Host: h"), HANDED_OVER, id="two-hosts"),
         pytest.param(get("/healthz", "Connection: close"), HANDED_OVER, id="closing"),
-        pytest.param(post("/api/v1/auth/login", b"{}"), HANDED_OVER, id="auth-api-with-body"),
+        pytest.param(post("/api/v1/auth/login", b"{}"), LENT, id="auth-api-with-body"),
     ],
 )
 async def test_everything_else_is_aiohttps(gateway: Client, request_bytes: bytes, way: str) -> None:
@@ -291,17 +291,63 @@ async def test_a_connection_is_handed_over_between_two_requests(gateway: Client)
     try:
         conn.send(get("/first"))
         first = await conn.response()
-        # A request with a body and what follows it, pipelined: aiohttp gets both, in order.
-        conn.send(post("/api/v1/auth/login", b"{}", "Content-Type: application/json") + get("/3"))
+        # A chunked upload and what follows it, pipelined: aiohttp gets both, in order.
+        conn.send(
+            b"POST /second HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n" + get("/3")
+        )
         second = await conn.response()
         third = await conn.response()
     finally:
         conn.close()
     assert echoed(first[2])["path"] == "/first"
-    assert second[0] == 400
+    assert echoed(second[2])["body_length"] == 3
     assert echoed(third[2])["path"] == "/3"
     edge = edge_of(gateway)
     assert (edge.requests_served, edge.lends, edge.handovers) == (1, 0, 1)
+
+
+async def test_a_request_with_a_body_is_lent_too(gateway: Client) -> None:
+    """A login: its body (here in two pieces) goes to aiohttp, not a byte more."""
+    conn = await RawConnection.open(gateway)
+    body = b'{"email": "nobody@example.com", "password": "wrong password"}'
+    try:
+        head = post("/api/v1/auth/login", body, "Content-Type: application/json")
+        conn.send(head[: -len(body) + 10])
+        await asyncio.sleep(0.1)
+        conn.send(head[-len(body) + 10 :] + get("/after"))
+        login = await conn.response()
+        after = await conn.response()
+    finally:
+        conn.close()
+    assert login[0] == 401, login
+    assert echoed(after[2])["path"] == "/after"
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
+
+
+async def test_a_body_aiohttp_did_not_wait_for_is_dropped_not_served(
+    gateway: Client, upstream: TestServer
+) -> None:
+    """Answered before its body came (a 404 of the auth API): the rest of the body is read and
+    dropped — a request hidden in it never reaches the upstream."""
+    hidden = b"GET /smuggled HTTP/1.1\r\nHost: g\r\n\r\n"
+    rest = hidden + b"x" * (90 - len(hidden))
+    conn = await RawConnection.open(gateway)
+    try:
+        conn.send(
+            b"POST /api/v1/auth/nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 100\r\n"
+            b"Content-Type: application/json\r\n\r\n" + b"0123456789"
+        )
+        refused = await conn.response()
+        conn.send(rest + get("/after"))
+        after = await conn.response()
+    finally:
+        conn.close()
+    assert refused[0] == 404
+    assert echoed(after[2])["path"] == "/after"
+    edge = edge_of(gateway)
+    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
 
 
 async def test_bodiless_answers_keep_the_connection_in_step(gateway: Client) -> None:

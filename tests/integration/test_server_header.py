@@ -154,5 +154,5 @@ async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
     assert b'"errors":["Validation failed","malformed HTTP request"]' in body
     # The client's error: one INFO line, no ERROR with a traceback per probe.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    notes = [r.getMessage() for r in caplog.records if r.name == "gateway.edge.server"]
+    notes = [r.getMessage() for r in caplog.records if r.name == "gateway.edge.handover"]
     assert len(notes) == 1 and notes[0].startswith("malformed request from 127.0.0.1: "), notes
