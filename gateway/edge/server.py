@@ -4,8 +4,8 @@
 listen with is an ``EdgeServer``. Every connection starts as an ``EdgeConnection``; a request
 the edge takes (``EdgeServer.plan``) is proxied without aiohttp's server; one it does not take
 is aiohttp's (``aiohttp_protocol``), with its own routes, middlewares and the same proxy
-handler: lent for that request when it is bodyless (``gateway.edge.handover``), else with the
-whole connection, to the end. The edge takes
+handler: lent for that request when the edge can frame it (no body, or a ``Content-Length``
+one: ``gateway.edge.handover``), else with the whole connection, to the end. The edge takes
 exactly the requests that aiohttp's router would give to the catch-all proxy route and that
 the proxy would forward as plain HTTP:
 
