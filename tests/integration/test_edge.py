@@ -99,6 +99,12 @@ def edge_of(client: Client) -> EdgeServer:
     return cast(EdgeServer, runner.server)
 
 
+def ways(client: Client) -> tuple[int, int, int]:
+    """Requests the edge served itself, requests lent to aiohttp, connections handed over."""
+    edge = edge_of(client)
+    return edge.requests_served, edge.lends, edge.handovers
+
+
 @pytest.fixture
 async def gateway(gateway_client: StartGateway, upstream: TestServer) -> Client:
     """A gateway with one ``auth: none`` route ``/`` to the echo upstream."""
@@ -282,8 +288,7 @@ async def test_a_connection_is_lent_to_aiohttp_and_taken_back(gateway: Client) -
     assert echoed(third[2])["path"] == "/third"
     assert preflight[0] in (204, 403) and me[0] == 401
     assert echoed(fifth[2])["path"] == "/fifth"
-    edge = edge_of(gateway)
-    assert (edge.requests_served, edge.lends, edge.handovers) == (3, 3, 0)
+    assert ways(gateway) == (3, 3, 0)
 
 
 async def test_a_connection_is_handed_over_between_two_requests(gateway: Client) -> None:
@@ -303,8 +308,7 @@ async def test_a_connection_is_handed_over_between_two_requests(gateway: Client)
     assert echoed(first[2])["path"] == "/first"
     assert echoed(second[2])["body_length"] == 3
     assert echoed(third[2])["path"] == "/3"
-    edge = edge_of(gateway)
-    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 0, 1)
+    assert ways(gateway) == (1, 0, 1)
 
 
 async def test_a_request_with_a_body_is_lent_too(gateway: Client) -> None:
@@ -322,8 +326,7 @@ async def test_a_request_with_a_body_is_lent_too(gateway: Client) -> None:
         conn.close()
     assert login[0] == 401, login
     assert echoed(after[2])["path"] == "/after"
-    edge = edge_of(gateway)
-    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
+    assert ways(gateway) == (1, 1, 0)
 
 
 async def test_a_body_aiohttp_did_not_wait_for_is_dropped_not_served(
@@ -346,8 +349,7 @@ async def test_a_body_aiohttp_did_not_wait_for_is_dropped_not_served(
         conn.close()
     assert refused[0] == 404
     assert echoed(after[2])["path"] == "/after"
-    edge = edge_of(gateway)
-    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
+    assert ways(gateway) == (1, 1, 0)
 
 
 async def test_bodiless_answers_keep_the_connection_in_step(gateway: Client) -> None:
@@ -656,8 +658,7 @@ async def test_a_large_lent_answer_then_the_edge_again(gateway: Client) -> None:
         conn.close()
     assert status == 200 and len(body) == 8 * 1024 * 1024
     assert echoed(after[2])["path"] == "/after"
-    edge = edge_of(gateway)
-    assert (edge.requests_served, edge.lends, edge.handovers) == (1, 1, 0)
+    assert ways(gateway) == (1, 1, 0)
 
 
 async def test_a_client_gone_during_a_lent_request(

@@ -11,9 +11,8 @@ compares whole answers rather than the headers a test thought of.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -21,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from config import GatewayConfig
 from gateway.app import create_app
 from tests.fixtures.gateway import start_gateway
+from tests.fixtures.raw_upstream import serve_raw, target_of
 from tests.integration.test_proxy_routing import route
 
 Client = TestClient[Any, Any]
@@ -92,32 +92,16 @@ CASES: dict[str, tuple[str, list[str], bytes, bool]] = {
 }  # fmt: skip
 
 
-class _Scripted(asyncio.Protocol):
-    """Answers ``/case/<name>`` with that case's raw answer."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-            name = head.split(b" ", 2)[1].decode().rsplit("/", 1)[-1]
-            _, lines, body, close = CASES[name]
-            self.transport.write((CRLF.join(lines) + CRLF + CRLF).encode() + body)
-            if close:
-                self.transport.close()
-                return
+def _scripted(head: bytes, body: bytes) -> tuple[bytes, bool]:
+    """The raw answer of the case ``/case/<name>`` names."""
+    _, lines, answer_body, close = CASES[target_of(head).rsplit("/", 1)[-1]]
+    return (CRLF.join(lines) + CRLF + CRLF).encode() + answer_body, close
 
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[str]:
-    server = await asyncio.get_running_loop().create_server(_Scripted, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
+    async with serve_raw(_scripted) as url:
+        yield url
 
 
 async def answer(
@@ -179,31 +163,6 @@ async def test_what_both_relay_of_hop_by_hop_and_owned_fields(
 # --- towards the upstream -----------------------------------------------------------------
 
 
-class _Recorder(asyncio.Protocol):
-    """Records each request head (and body) it gets; answers 200 with nothing."""
-
-    seen: list[bytes]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, rest = self.buffer.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(rest) < length:
-                return
-            self.seen.append(head + b"\r\n\r\n" + rest[:length])
-            self.buffer = rest[length:]
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-
-
 REQUESTS: dict[str, tuple[str, list[tuple[str, str]], bytes]] = {
     "plain": ("GET", [], b""),
     "query": ("GET", [], b""),
@@ -233,18 +192,15 @@ REQUESTS: dict[str, tuple[str, list[tuple[str, str]], bytes]] = {
 
 @pytest.fixture
 async def recorder() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """An upstream that records each request (head and body) and answers 200 with nothing."""
     seen: list[bytes] = []
 
-    def protocol() -> _Recorder:
-        recorder = _Recorder()
-        recorder.seen = seen
-        return recorder
+    def record(head: bytes, body: bytes) -> tuple[bytes, bool]:
+        seen.append(head + b"\r\n\r\n" + body)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False
 
-    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
-    finally:
-        server.close()
+    async with serve_raw(record) as url:
+        yield url, seen
 
 
 def _normalised(head: bytes) -> list[bytes]:

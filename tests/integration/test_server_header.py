@@ -9,15 +9,15 @@ hooks run, so the hooks alone no longer keep it out: these tests read every answ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fixtures.gateway import both_listeners  # noqa: F401  (edge and aiohttp)
+from tests.fixtures.raw_upstream import serve_raw, target_of
 from tests.fixtures.upstream import upstream_base
 from tests.integration.test_edge import RawConnection, get
 from tests.integration.test_proxy_routing import route
@@ -28,30 +28,17 @@ NO_SERVER_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/
 UNTYPED_ANSWER = b"HTTP/1.1 200 OK\r\nServer: up/1\r\nContent-Length: 2\r\n\r\nok"
 
 
-class _Bare(asyncio.Protocol):
-    """An upstream that answers every request head with ``NO_SERVER_ANSWER`` (``/untyped/…``:
-    ``UNTYPED_ANSWER``)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-            untyped = head.split(b" ", 2)[1].startswith(b"/untyped")
-            self.transport.write(UNTYPED_ANSWER if untyped else NO_SERVER_ANSWER)
+def _bare(head: bytes, body: bytes) -> tuple[bytes, bool]:
+    """``NO_SERVER_ANSWER``, or ``UNTYPED_ANSWER`` for ``/untyped/…``."""
+    untyped = target_of(head).startswith("/untyped")
+    return (UNTYPED_ANSWER if untyped else NO_SERVER_ANSWER), False
 
 
 @pytest.fixture
 async def bare_upstream() -> AsyncIterator[str]:
     """The base URL of an upstream whose answers carry no ``Server``."""
-    server = await asyncio.get_running_loop().create_server(_Bare, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
+    async with serve_raw(_bare) as url:
+        yield url
 
 
 @pytest.fixture
