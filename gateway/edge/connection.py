@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from gateway.edge.exchange import Exchange
 from gateway.edge.handover import LentTransport
-from gateway.edge.wire import HeadReader, RequestHead
+from gateway.edge.wire import HeadReader, RequestHead, plain_body_length
 from gateway.errors import BadRequest
 from gateway.proxy.forwarder import body_timeout
 
@@ -242,9 +242,10 @@ class EdgeConnection(asyncio.Protocol):
             and data.endswith(b"\r\n\r\n")
             and data.find(b"\r\n\r\n") == len(data) - 4
             and (planned := self._plan(data)) is not None
+            and (plan := planned[1]) is not None
         ):
             # The usual read: one whole head, nothing after it; served without buffering.
-            self._start(*planned)
+            self._start(planned[0], plan)
             return
         self._buf += data
         if self._exchange is None:
@@ -342,8 +343,8 @@ class EdgeConnection(asyncio.Protocol):
             size = end + 4
             data = bytes(buf[:size])
             planned = self._plan(data)
-            if planned is None:
-                length = self._lendable(data)
+            if planned is None or (plan := planned[1]) is None:
+                length = None if planned is None else self._lendable(planned[0])
                 if length is not None:
                     del buf[:size]
                     self._lend(data, length)
@@ -351,17 +352,15 @@ class EdgeConnection(asyncio.Protocol):
                     self._hand_over()
                 return
             del buf[:size]
-            self._start(*planned)
+            self._start(planned[0], plan)
 
-    def _plan(self, data: bytes) -> tuple[RequestHead, Plan] | None:
-        """The head in ``data`` and how the edge serves it; ``None``: aiohttp is to."""
+    def _plan(self, data: bytes) -> tuple[RequestHead, Plan | None] | None:
+        """The head in ``data`` and how the edge serves it (``None``: aiohttp is to); ``None``
+        for a head the edge does not read."""
         if len(data) > MAX_HEAD_SIZE or data[0] in b"\r\n":
             return None
         head = self._reader.parse(data)
-        if head is None:
-            return None
-        plan = self.edge.plan(head)
-        return None if plan is None else (head, plan)
+        return None if head is None else (head, self.edge.plan(head))
 
     def _start(self, head: RequestHead, plan: Plan) -> None:
         """Serve a planned request whose head has been taken off the buffer."""
@@ -394,31 +393,23 @@ class EdgeConnection(asyncio.Protocol):
             # (closing with unread bytes would reset the connection, answer included). The
             # keep-alive timeout bounds how long that may take.
             self._discard = body.remaining
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """Idle again: read, and serve what is buffered already."""
         self.idle_epoch = self.edge.epoch
         self.resume_reading()
         if self._buf and not self._discard and not self._starting:
             self._next()  # (while starting, the ``_next`` loop that started it goes on)
 
-    def _lendable(self, data: bytes) -> int | None:
-        """The body length of the head in ``data`` (which the edge does not proxy) when it can be
-        lent to aiohttp: one the edge reads (``HeadReader``), keeping the connection alive, no
-        upgrade, no ``100-continue``, no body or a ``Content-Length`` one within
-        ``server.max_body_size``; else ``None``."""
-        if self.edge.closing or self.transport is None:
+    def _lendable(self, head: RequestHead) -> int | None:
+        """The body length of ``head`` (a request the edge does not proxy) when it can be lent
+        to aiohttp: keeping the connection alive, with a body the edge frames as it frames its
+        own (``wire.plain_body_length``: no upgrade, no ``100-continue``, no body or a
+        ``Content-Length`` one within ``server.max_body_size``); else ``None``."""
+        if self.edge.closing or self.transport is None or not head.keep_alive:
             return None
-        if len(data) > MAX_HEAD_SIZE or data[0] in b"\r\n":
-            return None
-        head = self._reader.parse(data)
-        if head is None or not head.keep_alive:
-            return None
-        headers = head.headers
-        if "transfer-encoding" in headers or "upgrade" in headers or "expect" in headers:
-            return None
-        declared = headers.get("content-length", "0")
-        if not declared.isascii() or not declared.isdigit():
-            return None
-        length = int(declared)
-        return length if length <= self.edge.max_body_size else None
+        return plain_body_length(head.headers, self.edge.max_body_size)
 
     def _lend(self, data: bytes, length: int) -> None:
         """Let aiohttp answer the request of the head ``data`` and the ``length`` body bytes
@@ -458,13 +449,10 @@ class EdgeConnection(asyncio.Protocol):
         lent.connection_lost(None)  # aiohttp forgets the connection; its task ends
         if self.closed or self._exchange is not None:
             return  # (bytes that came meanwhile started the next request already)
-        self.idle_epoch = self.edge.epoch
         if self.edge.closing:
             self.close()
             return
-        self.resume_reading()
-        if self._buf and not self._discard and not self._starting:
-            self._next()
+        self._go_on()
 
     def _hand_over(self) -> None:
         """Make aiohttp's server the protocol of this connection, from the buffered bytes on."""

@@ -31,7 +31,7 @@ from aiohttp import web
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection
 from gateway.edge.handover import GatewayRequestHandler
-from gateway.edge.wire import RequestHead
+from gateway.edge.wire import RequestHead, plain_body_length
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
@@ -173,23 +173,13 @@ class EdgeServer:
         if route is None or not route.allows(method):
             return None
         headers = head.headers  # lower-case names, none repeated (``HeadReader``)
-        if (
-            "host" not in headers
-            or "transfer-encoding" in headers
-            or "expect" in headers
-            or "upgrade" in headers
-        ):
+        if "host" not in headers:
             return None
         if method == "OPTIONS" and "access-control-request-method" in headers:
             return None  # a preflight (with an Origin): the CORS middleware answers it
-        length = 0
-        declared = headers.get("content-length")
-        if declared is not None:
-            if not declared.isascii() or not declared.isdigit():
-                return None
-            length = int(declared)
-            if length > self.max_body_size:
-                return None  # aiohttp answers 413
+        length = plain_body_length(headers, self.max_body_size)
+        if length is None:
+            return None  # (a body over the limit: aiohttp answers 413)
         return Plan(proxy, route, path, query, length)
 
     def _route_for(self, path: str, proxy: ProxyHandler) -> Route | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final, cast
@@ -25,6 +26,7 @@ __all__ = [
     "RequestHead",
     "access_line",
     "http_date",
+    "plain_body_length",
     "relayed_head",
     "response_head",
 ]
@@ -177,6 +179,22 @@ class HeadReader:
         except UnicodeDecodeError:
             return None
         return RequestHead(method, target, fields, headers, self._keep_alive)
+
+
+def plain_body_length(headers: Mapping[str, str], limit: int) -> int | None:
+    """The length of the body of a head whose body the edge frames itself (``RequestHead``'s
+    ``headers``): 0 without one, its ``Content-Length`` within ``limit``; ``None`` with a
+    ``Transfer-Encoding``, an ``Expect`` or an ``Upgrade``, or a ``Content-Length`` that is not
+    digits or is over ``limit`` (those are aiohttp's to answer, a 413 included)."""
+    if "transfer-encoding" in headers or "expect" in headers or "upgrade" in headers:
+        return None
+    declared = headers.get("content-length")
+    if declared is None:
+        return 0
+    if not declared.isascii() or not declared.isdigit():
+        return None
+    length = int(declared)
+    return length if length <= limit else None
 
 
 _REASONS_BYTES: Final = {status: reason.encode() for status, reason in _REASONS.items()}
