@@ -71,7 +71,6 @@ class TokenService:
         self._key = keys.signing_key
         self._headers = None if keys.kid is None else {"kid": keys.kid}
         self._verifying = keys.verifying
-        self._derivation_secret = keys.derivation_secret
         self.keys = keys
         self.algorithm = cfg.algorithm
         self.access_ttl = int(cfg.access_ttl)
@@ -85,7 +84,7 @@ class TokenService:
         Rotating the signing key invalidates what was hashed under the old derived key.
         """
         label = f"auth-gateway derived key: {purpose}".encode()
-        return hmac.new(self._derivation_secret, label, hashlib.sha256).digest()
+        return hmac.new(self.keys.derivation_secret, label, hashlib.sha256).digest()
 
     def issue(self, user: TokenUser, token_type: TokenType, sid: str) -> IssuedToken:
         """Sign a new token of ``token_type`` for ``user`` in session ``sid``."""
