@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web, web_protocol
+from aiohttp import HttpVersion11, web, web_protocol
 
 from gateway.envelope import error_response
 from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
@@ -28,9 +29,10 @@ from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
 if TYPE_CHECKING:
     from gateway.edge.connection import EdgeConnection
 
-__all__ = ["GatewayRequestHandler", "LentTransport"]
+__all__ = ["GatewayRequestHandler", "LentTransport", "unread_heads_as_http11"]
 
 _LOGGER = logging.getLogger(__name__)
+RequestFactory = Callable[..., web.BaseRequest]
 
 
 class GatewayRequestHandler(web_protocol.RequestHandler):
@@ -40,6 +42,7 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
     with a text page naming the Python and aiohttp versions in ``Server``; these are envelopes
     like every other answer: 400 "Validation failed" / "malformed HTTP request", or a bare 500,
     with ``Server: gateway`` and an ``X-Request-Id``. The connection still closes after it.
+    (Its status line says HTTP/1.1: see ``unread_heads_as_http11``.)
     A malformed request is the client's error: one INFO line (the access log has it too), not
     aiohttp's ERROR with a traceback per scanner probe.
     """
@@ -82,6 +85,27 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         )
         response.force_close()
         return response
+
+
+_UNREAD_HEAD = web_protocol.ERROR._replace(version=HttpVersion11)
+
+
+def unread_heads_as_http11(make_request: RequestFactory) -> RequestFactory:
+    """``web.Server.request_factory`` with HTTP/1.1 for the answer to a head aiohttp could not read.
+
+    aiohttp answers such a head through a placeholder request (``web_protocol.ERROR``) whose
+    version, HTTP/1.0, its status line then carries. The gateway speaks HTTP/1.1 (RFC 9110
+    §2.5: a server sends its highest version), and the answer still says ``Connection: close``.
+    """
+
+    def request_factory(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        if message is web_protocol.ERROR:
+            message = _UNREAD_HEAD
+        return make_request(message, payload, protocol, writer, task)
+
+    return request_factory
 
 
 class LentTransport(asyncio.Transport):

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection
-from gateway.edge.handover import GatewayRequestHandler
+from gateway.edge.handover import GatewayRequestHandler, unread_heads_as_http11
 from gateway.edge.wire import RequestHead, plain_body_length
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
@@ -234,6 +234,7 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
+        server.request_factory = unread_heads_as_http11(server.request_factory)
         edge = EdgeServer(
             self.app,
             server,

@@ -44,6 +44,7 @@ class RawConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.status_line = ""
 
     @classmethod
     async def open(cls, client: Client) -> RawConnection:
@@ -57,6 +58,7 @@ class RawConnection:
         """The next response: status, headers, body (de-chunked)."""
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
         status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        self.status_line = status_line
         headers: CIMultiDict[str] = CIMultiDict()
         for line in lines:
             name, _, value = line.partition(":")

@@ -120,6 +120,13 @@ async def test_an_upstreams_own_server_is_passed_on(gateway: Client) -> None:
         pytest.param(b"GET /echo HTTP/1.1\r\nHost: g\r\n folded\r\n\r\n", id="obs-fold"),
         pytest.param(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", id="tls-hello"),
         pytest.param(get("/echo", "X-Big: " + "a" * 9000), id="field-too-long"),
+        pytest.param(get("/echo", "Content-Length: abc"), id="bad-content-length"),
+        pytest.param(
+            get("/echo", "Content-Length: 3", "Transfer-Encoding: chunked") + b"0\r\n\r\n",
+            id="length-and-chunked",
+        ),
+        pytest.param(b"GET /echo/\xc3\xa9 HTTP/1.1\r\nHost: g\r\n\r\n", id="raw-utf8-target"),
+        pytest.param(b"GET * HTTP/1.1\r\nHost: g\r\n\r\n", id="asterisk-target"),
     ],
 )
 async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
@@ -134,6 +141,8 @@ async def test_a_head_aiohttp_cannot_parse_gets_an_envelope(
     finally:
         conn.close()
     assert status == 400
+    assert conn.status_line == "HTTP/1.1 400 Bad Request"  # not aiohttp's placeholder 1.0
+    assert headers["Connection"] == "close"
     assert headers["Server"] == "gateway"
     assert headers["X-Request-Id"]
     assert headers["Content-Type"] == "application/json; charset=utf-8"
