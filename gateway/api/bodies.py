@@ -59,15 +59,25 @@ def _depth(value: Any, level: int = 1) -> int:
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The token of ``Authorization: Bearer <token>``, or None when there is no such header."""
+    """The token of ``Authorization: Bearer <token>``, or None when there is no such header.
+
+    ``Authorization`` is a singleton field (RFC 9110 §11.6.2): a request with two is a 400,
+    not a guess at which one counts (an upstream or a cache might read the other).
+    """
+    if len(request.headers.getall("Authorization", ())) > 1:
+        raise BadRequest("more than one Authorization header")
     return bearer_from_header(request.headers.get("Authorization"))
 
 
 def bearer_from_header(header: str | None) -> str | None:
-    """The token of an ``Authorization`` header value, or None when it is not ``Bearer``."""
+    """The token of an ``Authorization`` header value, or None when it is not ``Bearer``.
+
+    ``Bearer`` with nothing after it is a present, empty token (``""``), not "no token": on an
+    ``auth: optional`` route it is a 401 like any other bad token, not an anonymous request.
+    """
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return token.strip() or None
+    return token.strip()

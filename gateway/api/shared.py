@@ -46,7 +46,7 @@ def client_ip(request: web.Request) -> str:
 def access_token(request: web.Request) -> str:
     """The bearer token of the request, or 401."""
     token = bearer_token(request)
-    if token is None:
+    if not token:
         raise Unauthorized("missing bearer token")
     return token
 

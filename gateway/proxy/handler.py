@@ -146,6 +146,10 @@ class ProxyHandler:
             raise MethodNotAllowed(
                 f"method {request.method} is not allowed here", headers={"Allow": allowed}
             )
+        if route.auth != "none" and len(request.headers.getall("Authorization", ())) > 1:
+            # A singleton field (RFC 9110 §11.6.2): the gateway would check one token and the
+            # upstream might read the other. (The edge sends such a request here.)
+            raise BadRequest("more than one Authorization header")
         lines = await self.admit(
             route,
             request.headers,

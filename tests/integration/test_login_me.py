@@ -230,6 +230,16 @@ async def test_me_accepts_lowercase_bearer_scheme(client: Client) -> None:
     assert resp.status == 200, await resp.text()
 
 
+async def test_me_with_two_authorization_headers_is_400(client: Client) -> None:
+    """Two tokens (even the same one twice): the API does not guess which counts."""
+    await create_user(client)
+    access = (await login(client))["access_token"]
+    twice = [("Authorization", f"Bearer {access}"), ("Authorization", f"Bearer {access}")]
+    resp = await client.get(ME, headers=twice)
+    errors = await envelope(resp, 400)
+    assert "more than one Authorization header" in errors, errors
+
+
 def _forged(tokens: dict[str, Any], kind: str) -> dict[str, str] | None:
     """Headers for /me that must all be refused with 401."""
     access = tokens["access_token"]

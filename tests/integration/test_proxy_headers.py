@@ -125,6 +125,37 @@ async def test_auth_optional(gateway_client: StartGateway, upstream: TestServer)
         resp = await client.get("/optional/x", headers=bearer(bad))
         assert resp.status == 401
         assert_envelope(await resp.json(), 401)
+    # An announced but empty bearer token is a bad token, not an anonymous request.
+    for empty in ("Bearer", "Bearer ", "bearer   "):
+        resp = await client.get("/optional/x", headers={"Authorization": empty})
+        assert resp.status == 401, empty
+        assert_envelope(await resp.json(), 401)
+    # Another scheme is not a bearer token: the request is anonymous (the upstream may use it).
+    resp = await client.get("/optional/x", headers={"Authorization": "Basic dTpw"})
+    assert resp.status == 200
+    assert identity(await resp.json()) == {}
+
+
+async def test_two_authorization_headers_are_a_400(
+    gateway_client: StartGateway, upstream: TestServer
+) -> None:
+    """A singleton field sent twice: the gateway would check one token, the upstream might read
+    the other (a user's token first, an admin's second). Refused where the gateway reads it."""
+    client = await _gateway(gateway_client, upstream_base(upstream))
+    _, token, _, admin_token = await _users(client)
+    twice = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {admin_token}")]
+    for path in ("/required/x", "/optional/x", "/admin/x"):
+        resp = await client.get(path, headers=twice)
+        assert resp.status == 400, path
+        body = await resp.json()
+        assert_envelope(body, 400)
+        assert "more than one Authorization header" in body["errors"], body
+    # auth: none reads no token: both pass, untouched, and no identity is injected.
+    resp = await client.get("/none/x", headers=twice)
+    assert resp.status == 200
+    echo = await resp.json()
+    assert echo["headers"]["authorization"] == [f"Bearer {token}", f"Bearer {admin_token}"]
+    assert identity(echo) == {}
 
 
 async def test_auth_none_ignores_tokens(gateway_client: StartGateway, upstream: TestServer) -> None:
