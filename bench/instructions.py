@@ -24,7 +24,7 @@ from auth.tokens import TokenUser
 from config import build_config
 from gateway.app import create_app
 from gateway.appkeys import SERVICES
-from gateway.edge.server import GatewayRunner
+from gateway.edge.runner import GatewayRunner
 
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 02:00:00 GMT\r\n"

@@ -46,7 +46,7 @@ def _run_one(cfg: GatewayConfig, reuse_port: bool) -> None:
 
 async def _serve(app: web.Application, cfg: GatewayConfig, reuse_port: bool) -> None:
     """Listen through the edge (``gateway.edge``) until SIGINT or SIGTERM, then shut down."""
-    from gateway.edge.server import GatewayRunner
+    from gateway.edge.runner import GatewayRunner
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

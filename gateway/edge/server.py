@@ -1,13 +1,13 @@
 """The listener's protocol factory: proxied requests on the edge, everything else on aiohttp.
 
-``GatewayRunner`` is aiohttp's ``AppRunner`` with one change: the protocol factory its sites
-listen with is an ``EdgeServer``. Every connection starts as an ``EdgeConnection``; a request
-the edge takes (``EdgeServer.plan``) is proxied without aiohttp's server; one it does not take
-is aiohttp's (``aiohttp_protocol``), with its own routes, middlewares and the same proxy
-handler: lent for that request when the edge can frame it (no body, or a ``Content-Length``
-one: ``gateway.edge.handover``), else with the whole connection, to the end. The edge takes
-exactly the requests that aiohttp's router would give to the catch-all proxy route and that
-the proxy would forward as plain HTTP:
+``EdgeServer`` is the protocol factory the sites of ``runner.GatewayRunner`` listen with.
+Every connection starts as an ``EdgeConnection``; a request the edge takes
+(``EdgeServer.plan``) is proxied without aiohttp's server; one it does not take is aiohttp's
+(``aiohttp_protocol``), with its own routes, middlewares and the same proxy handler: lent for
+that request when the edge can frame it (no body, or a ``Content-Length`` one:
+``gateway.edge.handover``), else with the whole connection, to the end. The edge takes exactly
+the requests that aiohttp's router would give to the catch-all proxy route and that the proxy
+would forward as plain HTTP:
 
 - HTTP/1.1, origin-form target, with a ``Host``, no ``Transfer-Encoding``, no ``Expect``, no
   ``Upgrade``, at most one ``Content-Length`` within ``server.max_body_size``;
@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
 
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES
 from gateway.edge.connection import EdgeConnection
-from gateway.edge.handover import GatewayRequestHandler, unread_heads_as_http11
+from gateway.edge.handover import GatewayRequestHandler
 from gateway.edge.wire import RequestHead, plain_body_length
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.paths import is_canonical
 from gateway.proxy.routes import Route
 
-__all__ = ["ROUTE_CACHE_SIZE", "EdgeServer", "GatewayRunner", "Plan"]
+__all__ = ["ROUTE_CACHE_SIZE", "EdgeServer", "Plan"]
 
 _LOGGER = logging.getLogger(__name__)
 _CATCH_ALL = "/{tail}"
@@ -221,25 +220,3 @@ class EdgeServer:
             conn.abort()
         self._connections.clear()
         await self._aiohttp.shutdown(grace)
-
-
-class GatewayRunner(web.AppRunner):
-    """aiohttp's ``AppRunner`` listening through an ``EdgeServer``."""
-
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        access_log = kwargs.get("access_log", logging.getLogger("aiohttp.access"))
-        self._edge_access_log: logging.Logger | None = access_log
-        self._edge_keepalive = float(kwargs.get("keepalive_timeout", 75.0))
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.request_factory = unread_heads_as_http11(server.request_factory)
-        edge = EdgeServer(
-            self.app,
-            server,
-            access_log=self._edge_access_log,
-            keepalive_timeout=self._edge_keepalive,
-        )
-        # The runner and its sites only call the protocol factory and the two shutdown steps.
-        return cast(web.Server, edge)

@@ -58,6 +58,9 @@ from typing import Final, Protocol, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from multidict import CIMultiDict
 
+from gateway.proxy.upstream_errors import Stale as _Stale
+from gateway.proxy.upstream_errors import UpstreamError, UpstreamTimeout
+
 __all__ = [
     "HIGH_WATER",
     "IDEMPOTENT_METHODS",
@@ -88,18 +91,6 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT",
 
 _CHUNK_END: Final = b"\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
-
-
-class UpstreamError(Exception):
-    """The upstream could not be reached or did not answer with a usable HTTP response."""
-
-
-class UpstreamTimeout(TimeoutError):
-    """The upstream was slower than the timeout (connecting, answering, or sending a chunk)."""
-
-
-class _Stale(Exception):
-    """A reused connection turned out to be closed; the request may be sent again."""
 
 
 class BodySource(Protocol):
