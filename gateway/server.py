@@ -37,8 +37,10 @@ async def _freeze_startup_heap(app: web.Application) -> None:
 
 def _run_one(cfg: GatewayConfig, reuse_port: bool) -> None:
     from gateway.app import create_app
+    from gateway.native import describe
 
     _install_uvloop()
+    _LOGGER.info("%s", describe())
     app = create_app(cfg, migrate_embedded=not reuse_port)
     app.on_startup.append(_freeze_startup_heap)  # after every resource is up
     asyncio.run(_serve(app, cfg, reuse_port))

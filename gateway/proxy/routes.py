@@ -85,8 +85,8 @@ class Route:
         where = f"route {cfg.name!r}"
         try:
             prefix = normalise_path(cfg.prefix)
-        except PathError as exc:
-            raise ValueError(f"{where}: prefix {cfg.prefix!r}: {exc}") from None
+        except PathError as bad:  # (a name of its own: mypyc types one name per function)
+            raise ValueError(f"{where}: prefix {cfg.prefix!r}: {bad}") from None
         if prefix != "/":
             prefix = prefix.rstrip("/")
         if _is_reserved(prefix):
