@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("direct", "nginx", "haproxy", "gateway", "gateway-norevoke")
-GATEWAYS = ("gateway", "gateway-norevoke")
+TARGETS = ("direct", "nginx", "haproxy", "gateway", "gateway-norevoke", "gateway-interpreted")
+GATEWAYS = ("gateway", "gateway-norevoke", "gateway-interpreted")
 NAME_WIDTH = max(map(len, TARGETS)) + 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -301,10 +301,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def ratios(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """gateway over haproxy, nginx and gateway-norevoke: of the medians, and round by round.
+    """gateway over haproxy, nginx, gateway-norevoke and gateway-interpreted: of the medians,
+    and round by round.
 
-    ``gateway/<peer>`` is the req/s ratio; ``gateway/gateway-norevoke cpu`` is the ratio of
-    the CPU µs per request (above 1: the revocation checks cost CPU).
+    ``gateway/<peer>`` is the req/s ratio; ``gateway/<peer> cpu`` is the ratio of the CPU µs
+    per request (above 1 for gateway-norevoke: the revocation checks cost CPU; below 1 for
+    gateway-interpreted: what compiling the hot path saves).
     """
     out: dict[str, Any] = {}
     rounds = sorted({run["round"] for run in runs})
@@ -313,6 +315,8 @@ def ratios(runs: list[dict[str, Any]], summary: dict[str, dict[str, Any]]) -> di
         ("gateway/nginx", "nginx", "rps"),
         ("gateway/gateway-norevoke", "gateway-norevoke", "rps"),
         ("gateway/gateway-norevoke cpu", "gateway-norevoke", "proxy_cpu_us_per_req"),
+        ("gateway/gateway-interpreted", "gateway-interpreted", "rps"),
+        ("gateway/gateway-interpreted cpu", "gateway-interpreted", "proxy_cpu_us_per_req"),
     ]
     for key, peer, metric in pairs:
         mine, other = summary["gateway"][metric], summary[peer][metric]
@@ -428,12 +432,14 @@ def print_table(
         ("gateway/nginx", "req/s", ""),
         ("gateway/gateway-norevoke", "req/s", _verdict(issue4["rps"], "≥ 0.90")),
         ("gateway/gateway-norevoke cpu", "CPU µs/req", _verdict(issue4["cpu"], "≤ 1.111")),
+        ("gateway/gateway-interpreted", "req/s", ""),
+        ("gateway/gateway-interpreted cpu", "CPU µs/req", ""),
     ]
     for key, unit, mark in lines:
         per_round = ", ".join(f"{value:.3f}" for value in ratio[f"{key} per round"])
         label = f"{key.removesuffix(' cpu')} {unit}:"
         print(
-            f"{label:<37}{_fmt(ratio[key], '.3f'):>7}"
+            f"{label:<41}{_fmt(ratio[key], '.3f'):>7}"
             + (f"  {mark}" if mark else "")
             + (f"   (per round: {per_round})" if per_round else "")
         )

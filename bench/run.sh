@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark of the gateway against a direct upstream, nginx (plain proxy) and haproxy (JWT edge),
-# and against itself with revocation checks off (gateway-norevoke).
+# and against itself with revocation checks off (gateway-norevoke) and with its hot path
+# interpreted instead of compiled (gateway-interpreted).
 # One command; see bench/README.md. Everything listens on 127.0.0.1 only, runs in the
 # foreground under this script, and is killed on exit (trap). Settings come from the environment:
 #   DURATION=10s ROUNDS=3 CONNECTIONS=50 THREADS=1 WARMUP=2s PROXY_CPU=0 WRK_CPU=1
 #   VENV=<repo>/.venv GATEWAY_START_TIMEOUT=15
-#   TARGETS="direct nginx haproxy gateway gateway-norevoke"
+#   TARGETS="direct nginx haproxy gateway gateway-norevoke gateway-interpreted"
 #   BENCH_REDIS=1 if a Redis answers on 127.0.0.1:6379, else 0 (the gateways use it)
 #   NICE=-10 (as root; 0 otherwise)
 #   RESULTS=bench/results/latest.json KEEP_WORKDIR=0 GATEWAY_JWT_SECRET=<random if unset>
@@ -22,7 +23,7 @@ WARMUP=${WARMUP:-2s}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 GATEWAY_START_TIMEOUT=${GATEWAY_START_TIMEOUT:-15}
-TARGETS=${TARGETS:-"direct nginx haproxy gateway gateway-norevoke"}
+TARGETS=${TARGETS:-"direct nginx haproxy gateway gateway-norevoke gateway-interpreted"}
 RESULTS=${RESULTS:-$BENCH_DIR/results/latest.json}
 BENCH_EMAIL=bench@example.com
 BENCH_PASSWORD=bench-password-123
@@ -47,8 +48,8 @@ DURATION_S=$(to_secs "$DURATION")
 WARMUP_S=$(to_secs "$WARMUP")
 for target in $TARGETS; do
   case $target in
-    direct | nginx | haproxy | gateway | gateway-norevoke) ;;
-    *) die "unknown target in TARGETS: $target (direct nginx haproxy gateway gateway-norevoke)" ;;
+    direct | nginx | haproxy | gateway | gateway-norevoke | gateway-interpreted) ;;
+    *) die "unknown target in TARGETS: $target (direct nginx haproxy gateway gateway-norevoke gateway-interpreted)" ;;
   esac
 done
 
@@ -83,6 +84,20 @@ if [ ! -x "$PY" ]; then
   PY=$(command -v python3)
 fi
 REPORT=("$PY" "$BENCH_DIR/report.py")
+
+# The gateway as production runs it: the hot path compiled with mypyc (gateway/native.py), from
+# the checkout's build/native (made or refreshed by `./dev native`); gateway-interpreted runs
+# the same sources interpreted. PYTHONSAFEPATH keeps the working directory off sys.path, so
+# PYTHONPATH alone says which of the two `python -m gateway` imports.
+NATIVE_DIR=$REPO/build/native
+if [[ " $TARGETS " == *" gateway "* || " $TARGETS " == *" gateway-norevoke "* ]]; then
+  "$REPO/dev" native >/dev/null || die "could not build the compiled hot path (./dev native)"
+fi
+declare -A GATEWAY_PATH=([gateway]="$NATIVE_DIR" [gateway-norevoke]="$NATIVE_DIR" [gateway-interpreted]="$REPO")
+build_of() {  # the hot path a gateway target runs, as gateway.native describes it
+  PYTHONSAFEPATH=1 PYTHONPATH=${GATEWAY_PATH[$1]} "$PY" -c \
+    'import gateway.native as n; print(n.describe())' 2>/dev/null || echo unknown
+}
 TOKENS=("$PY" "$BENCH_DIR/tokens.py")
 
 # Redis for both gateways (BENCH_REDIS=1): revocations then come through the Redis mirror fed by
@@ -240,11 +255,12 @@ last_line() {  # the last non-blank line of a log, or "empty log"
   echo "${line:-empty log}"
 }
 
-read -r UP_PORT NGINX_PORT HAPROXY_PORT GATEWAY_PORT NOREVOKE_PORT < <("${REPORT[@]}" free-ports 5)
+read -r UP_PORT NGINX_PORT HAPROXY_PORT GATEWAY_PORT NOREVOKE_PORT INTERPRETED_PORT < <(
+  "${REPORT[@]}" free-ports 6)
 NGINX_USER=""
 [ "$(id -u)" -eq 0 ] && NGINX_USER="user root;"
 
-log "bench: work dir $WORK; ports upstream $UP_PORT, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, gateway $GATEWAY_PORT, gateway-norevoke $NOREVOKE_PORT"
+log "bench: work dir $WORK; ports upstream $UP_PORT, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, gateway $GATEWAY_PORT, gateway-norevoke $NOREVOKE_PORT, gateway-interpreted $INTERPRETED_PORT"
 if [ "$BENCH_REDIS" = 1 ]; then
   log "bench: gateways use Redis $REDIS_URL, key prefix $REDIS_PREFIX (BENCH_REDIS=1)"
 else
@@ -296,17 +312,26 @@ URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT"
 # other: the first one migrates the database.
 URL[gateway]="http://127.0.0.1:$GATEWAY_PORT"
 URL[gateway-norevoke]="http://127.0.0.1:$NOREVOKE_PORT"
-declare -A CONFIG_OF=([gateway]="$WORK/gateway.yaml" [gateway-norevoke]="$WORK/gateway-norevoke.yaml")
+URL[gateway-interpreted]="http://127.0.0.1:$INTERPRETED_PORT"
+declare -A CONFIG_OF=([gateway]="$WORK/gateway.yaml" [gateway-norevoke]="$WORK/gateway-norevoke.yaml"
+  [gateway-interpreted]="$WORK/gateway-interpreted.yaml")
 render gateway.yaml.tmpl "${CONFIG_OF[gateway]}" "DIR=$WORK" "GATEWAY_PORT=$GATEWAY_PORT" \
   "UPSTREAM_PORT=$UP_PORT" "REDIS_URL=$REDIS_URL" "REDIS_PREFIX=$REDIS_PREFIX" \
   "REVOCATION_CHECKS=true"
 render gateway.yaml.tmpl "${CONFIG_OF[gateway-norevoke]}" "DIR=$WORK" \
   "GATEWAY_PORT=$NOREVOKE_PORT" "UPSTREAM_PORT=$UP_PORT" "REDIS_URL=$REDIS_URL" \
   "REDIS_PREFIX=$REDIS_PREFIX" "REVOCATION_CHECKS=false"
+render gateway.yaml.tmpl "${CONFIG_OF[gateway-interpreted]}" "DIR=$WORK" \
+  "GATEWAY_PORT=$INTERPRETED_PORT" "UPSTREAM_PORT=$UP_PORT" "REDIS_URL=$REDIS_URL" \
+  "REDIS_PREFIX=$REDIS_PREFIX" "REVOCATION_CHECKS=true"
 GATEWAY_TOKEN_SOURCE=none
-for target in gateway gateway-norevoke; do
+declare -A BUILD=()
+for target in gateway gateway-norevoke gateway-interpreted; do
   if [[ " $TARGETS " == *" $target "* ]]; then
-    start "$target" "$WORK/$target.log" "$PY" -m gateway serve --config "${CONFIG_OF[$target]}"
+    BUILD[$target]=$(build_of "$target")
+    log "bench: $target runs its ${BUILD[$target]}"
+    start "$target" "$WORK/$target.log" env PYTHONSAFEPATH=1 "PYTHONPATH=${GATEWAY_PATH[$target]}" \
+      "$PY" -m gateway serve --config "${CONFIG_OF[$target]}"
     if wait_http "$target" "${URL[$target]}/api/v1/auth/me" "$GATEWAY_START_TIMEOUT"; then
       STATUS[$target]=ok
     else
@@ -319,7 +344,7 @@ done
 # What each gateway says of its store: with BENCH_REDIS=1, the revocation mirror must follow
 # Redis (synced) for "checks on" to be the replica path.
 declare -A READY=()
-for target in gateway gateway-norevoke; do
+for target in gateway gateway-norevoke gateway-interpreted; do
   [ "${STATUS[$target]}" = ok ] || continue
   READY[$target]=$({ curl -s --max-time 5 "${URL[$target]}/readyz" 2>/dev/null || true; } |
     "${REPORT[@]}" readyz)
@@ -328,7 +353,7 @@ for target in gateway gateway-norevoke; do
     warn "$target does not follow Redis (${READY[$target]}): checks on are not the replica path"
   fi
 done
-for target in nginx haproxy gateway gateway-norevoke; do
+for target in nginx haproxy gateway gateway-norevoke gateway-interpreted; do
   [ "${STATUS[$target]}" = ok ] || log "$target: ${STATUS[$target]}"
 done
 
@@ -336,10 +361,10 @@ done
 TOKEN=$("${TOKENS[@]}" mint --user-id 42) || die "cannot mint a token with $PY (pyjwt missing?)"
 ADMIN_TOKEN=$("${TOKENS[@]}" mint --user-id 7 --admin)
 GATEWAY_TOKEN="" GATEWAY_REFRESH="" GATEWAY_UID=""
-# Both gateways share the database and the secret: one user, one login (on `gateway`, or on
-# `gateway-norevoke` when it runs alone), one token for both.
+# The gateways share the database and the secret: one user, one login (on the first of them
+# that runs), one token for all.
 LOGIN_ON=""
-for target in gateway gateway-norevoke; do
+for target in gateway gateway-norevoke gateway-interpreted; do
   if [ -z "$LOGIN_ON" ] && [ "${STATUS[$target]}" = ok ]; then LOGIN_ON=$target; fi
 done
 if [ -n "$LOGIN_ON" ]; then
@@ -406,12 +431,12 @@ if [ "${STATUS[haproxy]}" = ok ]; then
 fi
 # gateway-norevoke gets the same suite: signature, alg, exp and token_type are still checked
 # with revocation checks off (a revoked token would pass there; not tested, by design).
-for target in gateway gateway-norevoke; do
+for target in gateway gateway-norevoke gateway-interpreted; do
   if [ "${STATUS[$target]}" = ok ]; then
     sanity_suite "$target" "$GATEWAY_TOKEN" "$GATEWAY_UID" "$GATEWAY_REFRESH"
   fi
 done
-for target in haproxy gateway gateway-norevoke; do
+for target in haproxy gateway gateway-norevoke gateway-interpreted; do
   failed=$(awk -F'\t' -v t="$target" '$1 == t && $5 != "ok"' "$WORK/sanity.tsv" | wc -l)
   ((failed == 0)) || warn "$target failed $failed sanity check(s): its numbers are not comparable"
 done
@@ -444,6 +469,10 @@ done
   echo "bench_redis=$BENCH_REDIS"
   echo "readyz_gateway=${READY[gateway]:--}"
   echo "readyz_gateway_norevoke=${READY[gateway-norevoke]:--}"
+  echo "readyz_gateway_interpreted=${READY[gateway-interpreted]:--}"
+  echo "build_gateway=${BUILD[gateway]:--}"
+  echo "build_gateway_norevoke=${BUILD[gateway-norevoke]:--}"
+  echo "build_gateway_interpreted=${BUILD[gateway-interpreted]:--}"
   echo "redis_url=$REDIS_URL"
   if [ "$BENCH_REDIS" = 1 ]; then
     echo "redis_key_prefix=$REDIS_PREFIX"
@@ -453,7 +482,7 @@ done
 
 token_for() {
   case $1 in
-    gateway | gateway-norevoke) echo "$GATEWAY_TOKEN" ;;
+    gateway | gateway-norevoke | gateway-interpreted) echo "$GATEWAY_TOKEN" ;;
     *) echo "$TOKEN" ;;   # direct and nginx ignore it (same request shape for every target)
   esac
 }
@@ -530,7 +559,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
-for target in direct nginx haproxy gateway gateway-norevoke; do
+for target in direct nginx haproxy gateway gateway-norevoke gateway-interpreted; do
   printf '%s\t%s\n' "$target" "${STATUS[$target]:-not available (not in TARGETS)}"
 done >"$WORK/status.tsv"
 "${REPORT[@]}" summarize "$WORK" "$RESULTS"
