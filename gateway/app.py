@@ -21,6 +21,7 @@ from gateway.api.auth_routes import setup_auth_routes
 from gateway.api.health import setup_health_routes
 from gateway.api.jwks import setup_jwks_route
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES, Services
+from gateway.middlewares.connection import close_refused_upgrade, http_version_middleware
 from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
@@ -39,8 +40,14 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app = web.Application(
         client_max_size=cfg.server.max_body_size,
         # Order matters, outermost first: the request id exists before anything can fail;
-        # CORS wraps the error middleware so that error envelopes carry CORS headers too.
-        middlewares=[request_id_middleware(), cors_middleware(policy), error_middleware()],
+        # CORS wraps the error middleware so that error envelopes carry CORS headers too; an
+        # unsupported HTTP version is refused inside them (an envelope like any other).
+        middlewares=[
+            request_id_middleware(),
+            cors_middleware(policy),
+            error_middleware(),
+            http_version_middleware(),
+        ],
     )
     app[CONFIG] = cfg
     app[CORS_POLICY] = policy
@@ -48,13 +55,16 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(cors_prepare_hook(policy))
     app.on_response_prepare.append(keep_untyped)
+    app.on_response_prepare.append(close_refused_upgrade)
     app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
     app.cleanup_ctx.append(_proxy_context(cfg))
     setup_health_routes(app)
     setup_auth_routes(app)
     setup_jwks_route(app, cfg)
     # Last: everything the gateway does not answer itself is matched against gateway.yaml.
-    app.router.add_route("*", "/{tail:.*}", _proxy_entry)
+    # (``[\s\S]``, not ``.``: a path decoded from ``%0a`` holds a newline, and must reach the
+    # proxy's path rules, which refuse it with a 400, rather than fall through to a 404.)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _proxy_entry)
     return app
 
 

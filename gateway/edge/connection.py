@@ -334,7 +334,12 @@ class EdgeConnection(asyncio.Protocol):
         ):
             end = buf.find(b"\r\n\r\n", self._scan_from)
             if end < 0:
-                if len(buf) > MAX_HEAD_SIZE or buf[0] in b"\r\n":
+                if (
+                    len(buf) > MAX_HEAD_SIZE
+                    or buf[0] in b"\r\n"
+                    or b"\n\n" in buf  # a head ended by bare LFs (or CRs): never a CRLF one;
+                    or b"\r\r" in buf  # aiohttp answers it with a 400 at once
+                ):
                     self._hand_over()
                 else:
                     self._scan_from = max(0, len(buf) - 3)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import HttpVersion11, web, web_protocol
 
 from gateway.envelope import error_response
-from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
+from gateway.middlewares.connection import UNSUPPORTED_VERSION, is_supported
+from gateway.middlewares.request_id import HEADER, REQUEST_ID, SERVER_NAME, request_id_for
 
 if TYPE_CHECKING:
     from gateway.edge.connection import EdgeConnection
@@ -56,6 +57,17 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and request.get(REQUEST_ID) is None:
+            # aiohttp answered before the app's middlewares ran: an ``Expect`` other than
+            # ``100-continue`` (417). Its text page would echo the header and name aiohttp's
+            # version; the answer is an envelope like every other, and the connection ends.
+            _LOGGER.info("refused before the app: %s %s", resp.status, resp.reason)
+            resp = error_response(
+                resp.status,
+                ["only the 100-continue expectation is supported"] if resp.status == 417 else [],
+                {"Server": SERVER_NAME, HEADER: request_id_for(None)},
+            )
+            resp.force_close()
         answered, reset = await super().finish_response(request, resp, start_time)
         lender, self._lender = self._lender, None
         if lender is not None:
@@ -103,6 +115,14 @@ def unread_heads_as_http11(make_request: RequestFactory) -> RequestFactory:
     ) -> web.BaseRequest:
         if message is web_protocol.ERROR:
             message = _UNREAD_HEAD
+        elif not is_supported(message.version):
+            # HTTP/2.0 or a version-less (0.9) line: answered with a 400 in HTTP/1.1, and closed
+            # (``connection.http_version_middleware``).
+            unsupported = f"{message.version.major}.{message.version.minor}"
+            message = message._replace(version=HttpVersion11, should_close=True)
+            request = make_request(message, payload, protocol, writer, task)
+            request[UNSUPPORTED_VERSION] = unsupported
+            return request
         return make_request(message, payload, protocol, writer, task)
 
     return request_factory

@@ -1,0 +1,240 @@
+"""What a connection does after requests the gateway does not switch, read or speak.
+
+Found by a black-box probe of `gateway serve`: an upgrade request answered with anything but a
+101 left its connection open past every timeout (aiohttp stops reading HTTP on it), a head
+ended by bare line feeds got no answer at all, an unknown ``Expect`` got aiohttp's text page
+(echoing the header, naming aiohttp's version), ``HTTP/2.0`` and version-less request lines
+were proxied, and ``%0a`` in a path was a 404 instead of the path rules' 400. Each request is
+written byte for byte on a raw connection, through the edge as ``gateway serve`` listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.fixtures.factories import create_user, login
+from tests.integration.test_proxy_routing import (
+    RecordingUpstream,
+    assert_envelope,
+    route,
+    start_recording_upstream,
+)
+
+Client = TestClient[Any, Any]
+StartGateway = Callable[..., Any]
+
+WS_HANDSHAKE = (
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+H2C = (
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    b"Connection: Upgrade, HTTP2-Settings\r\n"
+)
+
+
+async def exchange(client: Client, data: bytes, wait: float = 5.0) -> tuple[bytes, bool]:
+    """Write ``data``; everything the gateway sends back within ``wait`` seconds, and whether
+    it closed the connection by then."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(data)
+    received = bytearray()
+    closed = False
+    try:
+        async with asyncio.timeout(wait):
+            while chunk := await reader.read(65536):
+                received += chunk
+            closed = True
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return bytes(received), closed
+
+
+def parse(data: bytes) -> tuple[str, dict[str, str], bytes]:
+    """The status line, the header fields (lower-case names) and the body of one answer."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return status, fields, body
+
+
+async def start(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> tuple[Client, RecordingUpstream]:
+    upstream = await start_recording_upstream(aiohttp_server)
+    client = await gateway_client(
+        routes=[
+            route("/admin", upstream.base, auth="required", admin=True),
+            route("/public", upstream.base),
+        ]
+    )
+    return client, upstream
+
+
+async def test_a_refused_websocket_handshake_ends_the_connection(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    pipelined = b"GET /public/second HTTP/1.1\r\nHost: x\r\n\r\n"
+    data, closed = await exchange(
+        client, b"GET /admin/ws HTTP/1.1\r\nHost: x\r\n" + WS_HANDSHAKE + b"\r\n" + pipelined
+    )
+    status, fields, body = parse(data)
+    assert status == "HTTP/1.1 401 Unauthorized"
+    assert fields["connection"] == "close"
+    assert_envelope(json.loads(body), 401)
+    assert closed  # at once, not after a keep-alive timeout (it used to stay open for good)
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert upstream.seen == []
+
+
+async def test_a_non_admin_websocket_handshake_ends_the_connection(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    await create_user(client)
+    token = (await login(client))["access_token"]
+    data, closed = await exchange(
+        client,
+        b"GET /admin/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + token.encode()
+        + b"\r\n"
+        + WS_HANDSHAKE
+        + b"\r\n",
+    )
+    status, fields, _ = parse(data)
+    assert status == "HTTP/1.1 403 Forbidden"
+    assert fields["connection"] == "close"
+    assert closed
+    assert upstream.seen == []
+
+
+async def test_an_upgrade_the_upstream_does_not_switch_ends_the_connection(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for extra in (H2C, b"Upgrade: foo\r\nConnection: Upgrade\r\n"):
+        data, closed = await exchange(
+            client, b"GET /public/first HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+        )
+        status, fields, body = parse(data)
+        assert status == "HTTP/1.1 200 OK"  # the upstream's answer, not switched
+        assert fields["connection"] == "close"
+        assert json.loads(body)["path"] == "/public/first"
+        assert closed
+    assert upstream.paths() == ["/public/first", "/public/first"]
+
+
+async def test_a_head_ended_by_bare_line_feeds_is_a_400_at_once(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for head in (
+        b"GET /public/x HTTP/1.1\nHost: x\n\n",
+        b"GET /admin/x HTTP/1.1\nHost: x\nConnection: keep-alive\n\n",
+        b"GET /public/x HTTP/1.1\rHost: x\r\r",
+    ):
+        data, closed = await exchange(client, head)
+        status, fields, body = parse(data)
+        assert status == "HTTP/1.1 400 Bad Request", head
+        assert_envelope(json.loads(body), 400)
+        assert fields["server"] == "gateway"
+        assert closed
+    assert upstream.seen == []
+
+
+async def test_an_unknown_expectation_is_a_417_envelope_that_echoes_nothing(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for target in (b"/public/upload", b"/api/v1/auth/login"):
+        data, closed = await exchange(
+            client,
+            b"POST "
+            + target
+            + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            + b"Expect: <script>alert(1)</script>\r\n\r\n{}",
+        )
+        status, fields, body = parse(data)
+        assert status == "HTTP/1.1 417 Expectation Failed"
+        envelope = json.loads(body)
+        assert_envelope(envelope, 417)
+        assert envelope["errors"][1] == "only the 100-continue expectation is supported"
+        assert b"script" not in data
+        assert fields["server"] == "gateway"
+        assert fields["x-request-id"]
+        assert fields["connection"] == "close"
+        assert closed
+    assert upstream.seen == []
+
+
+async def test_100_continue_still_works(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"POST /public/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"hello")
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    status, _, body = parse(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert json.loads(body)["body_length"] == 5
+    assert upstream.paths() == ["/public/upload"]
+
+
+async def test_http_versions_other_than_1_0_and_1_1_are_refused(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for head, version in (
+        (b"GET /public/x\r\n\r\n", "0.9"),
+        (b"GET /public/x HTTP/2.0\r\nHost: x\r\n\r\n", "2.0"),
+        (b"GET /admin/x HTTP/2.0\r\nHost: x\r\n\r\n", "2.0"),
+    ):
+        data, closed = await exchange(client, head)
+        status, fields, body = parse(data)
+        assert status == "HTTP/1.1 400 Bad Request", head
+        envelope = json.loads(body)
+        assert_envelope(envelope, 400)
+        assert envelope["errors"][1] == f"HTTP version {version} is not supported (HTTP/1.1 is)"
+        assert fields["connection"] == "close"
+        assert closed
+    assert upstream.seen == []
+    # HTTP/1.0 is still served (answered in 1.0, as aiohttp answers it).
+    data, _ = await exchange(client, b"GET /public/old HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert parse(data)[0] == "HTTP/1.0 200 OK"
+    assert upstream.paths() == ["/public/old"]
+
+
+async def test_an_encoded_newline_in_the_path_is_a_400(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for target in (b"/public/%0a", b"/admin%0a", b"/public/%0d%0aX-User-Id:%201", b"/x/%0A/y"):
+        data, _ = await exchange(
+            client, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        status, _, body = parse(data)
+        assert status == "HTTP/1.1 400 Bad Request", target
+        envelope = json.loads(body)
+        assert_envelope(envelope, 400)
+        assert envelope["errors"][1] == "path: control character in path"
+    assert upstream.seen == []
