@@ -15,11 +15,18 @@ from gateway.pipeline.authorize import authorize
 from gateway.pipeline.principal import Principal
 from gateway.proxy.forwarded import TrustedProxies
 from gateway.proxy.forwarder import forward
-from gateway.proxy.headers import header_lines_as_multidict, request_lines_for_upstream
+from gateway.proxy.headers import (
+    header_lines_as_multidict,
+    is_valid_host,
+    request_lines_for_upstream,
+)
 from gateway.proxy.paths import PathError, normalise_path
 from gateway.proxy.routes import Route, RouteTable
 from gateway.proxy.upstream_pool import UpstreamPool
 from gateway.proxy.websocket import is_websocket_upgrade, relay_websocket
+
+VALID_HOSTS_KEPT = 1024
+"""Distinct valid ``Host`` values remembered (emptied when full)."""
 
 
 class ProxyHandler:
@@ -44,6 +51,8 @@ class ProxyHandler:
         self.session = session
         self.pool = pool
         self.max_body_size = max_body_size
+        self._valid_hosts: set[str] = set()
+        """``Host`` values seen valid (``is_valid_host``), so most requests skip the check."""
 
     async def admit(
         self,
@@ -116,6 +125,12 @@ class ProxyHandler:
         secure: bool,
         request_id: str,
     ) -> list[bytes]:
+        if host not in self._valid_hosts:
+            if not is_valid_host(host):
+                raise BadRequest("Host: not a valid host[:port]")
+            if len(self._valid_hosts) >= VALID_HOSTS_KEPT:
+                self._valid_hosts.clear()
+            self._valid_hosts.add(host)
         try:
             return request_lines_for_upstream(
                 fields,

@@ -30,6 +30,7 @@ drop ``Content-Length`` itself if it ever changes the body.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -98,6 +99,28 @@ _DROPPED_REQUEST_BYTES: Final = frozenset(name.encode() for name in _DROPPED_REQ
 
 _OPTIONS_DROPPED_ANYWAY: Final = frozenset({b"keep-alive", b"upgrade"})
 """``Connection`` values (lower case) that name only hop-by-hop headers: most messages'."""
+
+
+_HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._~-]+)(?::([0-9]{1,5}))?")
+"""``host [ ":" port ]``: an IP literal in brackets, or a name of letters, digits and ``-._~``
+(an IPv4 address is one; internationalised names come punycoded), with an optional port.
+Stricter than RFC 3986's reg-name, which also allows ``%`` escapes and the sub-delimiters
+``!$&'()*+,;=``: no DNS name has them, and in ``X-Forwarded-Host`` a comma splits the value
+for upstreams that read it as a list, a quote or parenthesis ends up in the links they build."""
+
+
+def is_valid_host(value: str) -> bool:
+    """True when a ``Host`` value is a ``host [ ":" port ]`` (``_HOST``), port ≤ 65535.
+
+    What the gateway passes on as ``X-Forwarded-Host`` (and, on ``preserve_host`` routes, as
+    ``Host``): upstreams build links from it, so ``evil.com/admin``, ``a b`` or an empty value
+    are refused (400) rather than relayed (RFC 9112: "MUST respond with a 400").
+    """
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    port = match.group(1)
+    return port is None or int(port) <= 65535
 
 
 def _canonical_name(name: str) -> str:

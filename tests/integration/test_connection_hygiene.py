@@ -4,7 +4,8 @@ Found by a black-box probe of `gateway serve`: an upgrade request answered with 
 101 left its connection open past every timeout (aiohttp stops reading HTTP on it), a head
 ended by bare line feeds got no answer at all, an unknown ``Expect`` got aiohttp's text page
 (echoing the header, naming aiohttp's version), ``HTTP/2.0`` and version-less request lines
-were proxied, and ``%0a`` in a path was a 404 instead of the path rules' 400. Each request is
+were proxied, ``%0a`` in a path was a 404 instead of the path rules' 400, and any ``Host``
+value (``evil.com/admin``, ``a b``) was relayed as ``X-Forwarded-Host``. Each request is
 written byte for byte on a raw connection, through the edge as ``gateway serve`` listens.
 """
 
@@ -238,3 +239,25 @@ async def test_an_encoded_newline_in_the_path_is_a_400(
         assert_envelope(envelope, 400)
         assert envelope["errors"][1] == "path: control character in path"
     assert upstream.seen == []
+
+
+async def test_an_invalid_host_is_a_400_and_never_relayed(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for host in (b"evil.com/admin", b"a b", b'x"<>', b"x,y", b"x:99999", b"", b"x:", b"[::1"):
+        data, _ = await exchange(
+            client, b"GET /public/x HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        )
+        status, _, body = parse(data)
+        assert status == "HTTP/1.1 400 Bad Request", host
+        envelope = json.loads(body)
+        assert_envelope(envelope, 400)
+        assert envelope["errors"][1] == "Host: not a valid host[:port]"
+    assert upstream.seen == []
+    for host in (b"gw.example:8443", b"127.0.0.1", b"[::1]:8080", b"xn--bcher-kva.example"):
+        data, _ = await exchange(
+            client, b"GET /public/y HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        )
+        assert parse(data)[0] == "HTTP/1.1 200 OK", host
+        assert dict(upstream.seen[-1].headers)["X-Forwarded-Host"] == host.decode()

@@ -11,6 +11,7 @@ from gateway.proxy.headers import (
     HOP_BY_HOP,
     header_lines_as_multidict,
     is_identity_header,
+    is_valid_host,
     request_lines_for_upstream,
     response_headers_for_client,
 )
@@ -309,3 +310,30 @@ def _fields(headers: MultiMapping[str] | list[tuple[str, str]]) -> list[tuple[by
     """Header fields as the upstream pool's parser hands them over (bytes)."""
     items = headers if isinstance(headers, list) else headers.items()
     return [(name.encode("latin-1"), value.encode()) for name, value in items]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gw.example", True),
+        ("gw.example:8443", True),
+        ("127.0.0.1:80", True),
+        ("[::1]", True),
+        ("[2001:db8::1]:65535", True),
+        ("xn--bcher-kva.example", True),
+        ("a%20b", False),
+        ("", False),
+        ("evil.com/admin", False),
+        ("a b", False),
+        ('x"<>', False),
+        ("x,y", False),
+        ("x:", False),
+        ("x:99999", False),
+        ("x:65536", False),
+        ("[::1", False),
+        ("user@host", False),
+        ("host\\x", False),
+    ],
+)
+def test_is_valid_host(value: str, expected: bool) -> None:
+    assert is_valid_host(value) is expected
