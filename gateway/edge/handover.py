@@ -62,12 +62,10 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
             # ``100-continue`` (417). Its text page would echo the header and name aiohttp's
             # version; the answer is an envelope like every other, and the connection ends.
             _LOGGER.info("refused before the app: %s %s", resp.status, resp.reason)
-            resp = error_response(
+            resp = _closing_envelope(
                 resp.status,
                 ["only the 100-continue expectation is supported"] if resp.status == 417 else [],
-                {"Server": SERVER_NAME, HEADER: request_id_for(None)},
             )
-            resp.force_close()
         answered, reset = await super().finish_response(request, resp, start_time)
         lender, self._lender = self._lender, None
         if lender is not None:
@@ -92,11 +90,18 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
             reason = (message or type(exc).__name__).splitlines()[0][:200]
             _LOGGER.info("malformed request from %s: %s", request.remote, reason)
             details = ["malformed HTTP request"]
-        response = error_response(
-            status, details, {"Server": SERVER_NAME, HEADER: request_id_for(None)}
-        )
-        response.force_close()
-        return response
+        return _closing_envelope(status, details)
+
+
+def _closing_envelope(status: int, details: list[str]) -> web.Response:
+    """An answer aiohttp makes outside the app, as the app would: the envelope, the gateway's
+    ``Server`` and a fresh ``X-Request-Id`` (no middleware ran to set them); the connection
+    ends after it."""
+    response = error_response(
+        status, details, {"Server": SERVER_NAME, HEADER: request_id_for(None)}
+    )
+    response.force_close()
+    return response
 
 
 _UNREAD_HEAD = web_protocol.ERROR._replace(version=HttpVersion11)
