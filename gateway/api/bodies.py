@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+_OWS: Final = " \t"
+"""Optional whitespace around and between the parts of a field value (RFC 9110 §5.6.3)."""
 
 MAX_JSON_DEPTH = 32
 
@@ -74,10 +77,12 @@ def bearer_from_header(header: str | None) -> str | None:
 
     ``Bearer`` with nothing after it is a present, empty token (``""``), not "no token": on an
     ``auth: optional`` route it is a 401 like any other bad token, not an anonymous request.
+    The scheme ends at the first space or tab (``Bearer<TAB>token`` is a bearer token too, so
+    a bad one is a 401, never an anonymous request); ``Bearerxyz`` is another scheme.
     """
     if header is None:
         return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
+    value = header.strip(_OWS)
+    if value[:6].lower() != "bearer" or value[6:7] not in _OWS:  # ("" is in every str)
         return None
-    return token.strip()
+    return value[6:].strip(_OWS)

@@ -130,10 +130,19 @@ async def test_auth_optional(gateway_client: StartGateway, upstream: TestServer)
         resp = await client.get("/optional/x", headers={"Authorization": empty})
         assert resp.status == 401, empty
         assert_envelope(await resp.json(), 401)
-    # Another scheme is not a bearer token: the request is anonymous (the upstream may use it).
-    resp = await client.get("/optional/x", headers={"Authorization": "Basic dTpw"})
+    # A tab ends the scheme as a space does: a bad token after it is a 401, not anonymous.
+    for bad in ("Bearer\tnot-a-jwt", f"Bearer\t{tampered(token)}", "\tbearer\t\t"):
+        resp = await client.get("/optional/x", headers={"Authorization": bad})
+        assert resp.status == 401, bad
+        assert_envelope(await resp.json(), 401)
+    resp = await client.get("/optional/x", headers={"Authorization": f"Bearer\t{token}"})
     assert resp.status == 200
-    assert identity(await resp.json()) == {}
+    assert identity(await resp.json()) == {"x-user-id": [str(user_id)], "x-is-admin": ["false"]}
+    # Another scheme is not a bearer token: the request is anonymous (the upstream may use it).
+    for other in ("Basic dTpw", "Bearerish x.y.z"):
+        resp = await client.get("/optional/x", headers={"Authorization": other})
+        assert resp.status == 200, other
+        assert identity(await resp.json()) == {}
 
 
 async def test_two_authorization_headers_are_a_400(
