@@ -21,7 +21,12 @@ from gateway.api.auth_routes import setup_auth_routes
 from gateway.api.health import setup_health_routes
 from gateway.api.jwks import setup_jwks_route
 from gateway.appkeys import CONFIG, CORS_POLICY, SERVICES, Services
-from gateway.middlewares.connection import close_refused_upgrade, http_version_middleware
+from gateway.middlewares.connection import (
+    close_refused_upgrade,
+    close_unasked_body,
+    expect_after_admission,
+    http_version_middleware,
+)
 from gateway.middlewares.cors import CorsPolicy, cors_middleware, cors_prepare_hook
 from gateway.middlewares.errors import error_middleware
 from gateway.middlewares.request_id import add_request_id, request_id_middleware
@@ -56,6 +61,7 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     app.on_response_prepare.append(cors_prepare_hook(policy))
     app.on_response_prepare.append(keep_untyped)
     app.on_response_prepare.append(close_refused_upgrade)
+    app.on_response_prepare.append(close_unasked_body)
     app.cleanup_ctx.append(_auth_context(cfg, migrate_embedded))
     app.cleanup_ctx.append(_proxy_context(cfg))
     setup_health_routes(app)
@@ -64,7 +70,9 @@ def create_app(cfg: GatewayConfig, *, migrate_embedded: bool = True) -> web.Appl
     # Last: everything the gateway does not answer itself is matched against gateway.yaml.
     # (``[\s\S]``, not ``.``: a path decoded from ``%0a`` holds a newline, and must reach the
     # proxy's path rules, which refuse it with a 400, rather than fall through to a 404.)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _proxy_entry)
+    app.router.add_route(
+        "*", r"/{tail:[\s\S]*}", _proxy_entry, expect_handler=expect_after_admission
+    )
     return app
 
 

@@ -9,19 +9,37 @@
 - A request line with another HTTP version than 1.0 or 1.1 (``HTTP/2.0``, a version-less
   ``HTTP/0.9`` line) is refused with a 400 envelope before anything else runs; its answer says
   HTTP/1.1 (``handover.unread_heads_as_http11``) and closes the connection.
+- ``Expect: 100-continue`` on a proxied route is answered with ``100 Continue`` only once the
+  request is admitted (route, method, token, size): a request refused before that gets its
+  401/403/404/413… at once, the client never sends the body it announced, and the connection
+  closes after the answer (left open, the next request's bytes would be read as that body). The
+  auth API keeps aiohttp's own handling (``100 Continue`` at once). Any other expectation is
+  a 417, as aiohttp does.
 """
 
 from __future__ import annotations
 
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest
 
-__all__ = ["UNSUPPORTED_VERSION", "close_refused_upgrade", "http_version_middleware"]
+__all__ = [
+    "UNSUPPORTED_VERSION",
+    "close_refused_upgrade",
+    "close_unasked_body",
+    "expect_after_admission",
+    "http_version_middleware",
+    "send_deferred_continue",
+]
 
 UNSUPPORTED_VERSION = web.RequestKey("unsupported_http_version", str)
 """The version a request line named when it was not 1.0 or 1.1 (set by the request factory)."""
+
+CONTINUE_DEFERRED = web.RequestKey("continue_deferred", bool)
+"""True while a request's ``100 Continue`` waits for the request to be admitted."""
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _SUPPORTED = (HttpVersion10, HttpVersion11)
 
@@ -62,3 +80,30 @@ def _asks_for_upgrade(request: web.Request) -> bool:
         for value in request.headers.getall("Connection", ())
         for token in value.split(",")
     )
+
+
+async def expect_after_admission(request: web.Request) -> None:
+    """The proxy route's ``expect_handler``: ``100-continue`` waits for
+    ``send_deferred_continue``; another expectation is a 417 (as aiohttp's default handler)."""
+    if request.version != HttpVersion11:
+        return
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed()  # (the edge answers it with the 417 envelope)
+    if request.body_exists:
+        request[CONTINUE_DEFERRED] = True
+
+
+async def send_deferred_continue(request: web.Request) -> None:
+    """The request is admitted: ask the client for the body it announced, if it waits."""
+    if request.get(CONTINUE_DEFERRED, False):
+        request[CONTINUE_DEFERRED] = False
+        await request.writer.write(_CONTINUE)
+        request.writer.output_size = 0  # (the answer's size starts after the interim one)
+
+
+async def close_unasked_body(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: a request refused while its ``100 Continue`` was deferred
+    ends its connection (its client will not send the body; the next bytes are not one)."""
+    if request.get(CONTINUE_DEFERRED, False):
+        response.force_close()
+        response.headers["Connection"] = "close"

@@ -37,6 +37,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from gateway.middlewares.connection import send_deferred_continue
 from gateway.middlewares.request_id import SERVER_NAME
 from gateway.proxy.headers import response_headers_for_client
 from gateway.proxy.upstream_pool import (
@@ -159,6 +160,7 @@ async def forward(
         elif declared > max_body_size:
             raise _too_large(max_body_size)
         body = _ClientBody(request.content, max_body_size, upstream_timeout)
+        await send_deferred_continue(request)  # admitted: now the client may send it
     else:
         framing = empty_body_framing(method, "Content-Length" in request.headers)
     head = request_head(method, target, lines, framing)

@@ -16,7 +16,8 @@ Towards the upstream (``request_lines_for_upstream``):
   ``X-Forwarded-Port``, ``X-Forwarded-Prefix`` and ``X-Real-IP`` are dropped: the gateway does
   not produce them and a client copy would be trusted by upstreams that read them. Which client
   IP to append (socket peer, or a value from a trusted proxy) is the caller's decision.
-- ``Expect`` is dropped: the gateway has already answered ``100-continue`` to the client.
+- ``Expect`` is dropped: the gateway answers ``100-continue`` itself, once the request is
+  admitted (``middlewares.connection``).
 - ``Host`` is the client's when the route has ``preserve_host`` (``host`` if it sent none), else
   the upstream's authority.
 

@@ -58,6 +58,18 @@ async def exchange(client: Client, data: bytes, wait: float = 5.0) -> tuple[byte
     return bytes(received), closed
 
 
+async def first_answer(client: Client, data: bytes) -> bytes:
+    """Write ``data``; the first answer that comes back (its head and Content-Length body)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(data)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(parse(head)[1].get("content-length", "0"))
+        return head + await asyncio.wait_for(reader.readexactly(length), 5)
+    finally:
+        writer.close()
+
+
 def parse(data: bytes) -> tuple[str, dict[str, str], bytes]:
     """The status line, the header fields (lower-case names) and the body of one answer."""
     head, _, body = data.partition(b"\r\n\r\n")
@@ -199,6 +211,61 @@ async def test_100_continue_still_works(
     assert status == "HTTP/1.1 200 OK"
     assert json.loads(body)["body_length"] == 5
     assert upstream.paths() == ["/public/upload"]
+
+
+async def test_100_continue_waits_until_the_request_is_admitted(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """A request refused before its body is asked for gets its final answer at once — no
+    ``100 Continue`` first (the client would upload a body only to be refused) — and its
+    connection ends: the client never sends that body, so what follows is not it."""
+    upstream = await start_recording_upstream(aiohttp_server)
+    client = await gateway_client(
+        server={"max_body_size": 100},
+        routes=[
+            route("/admin", upstream.base, auth="required", admin=True),
+            route("/public", upstream.base),
+        ],
+    )
+    await create_user(client, email="root@example.com", is_admin=True)
+    admin = (await login(client, "root@example.com"))["access_token"].encode()
+    expecting = b"Expect: 100-continue\r\n"
+    refused = {
+        b"POST /admin/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n": 401,
+        b"POST /admin/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Authorization: Bearer a.b.c\r\n": 401,
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n": 404,
+        b"POST /public/big HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n": 413,
+        b"POST /admin/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: x\r\nAuthorization: y\r\n": 400,
+    }
+    for head, code in refused.items():
+        data = await first_answer(client, head + expecting + b"\r\n")
+        status, fields, body = parse(data)
+        assert status.startswith(f"HTTP/1.1 {code} "), (head, data)  # not 100 Continue
+        assert_envelope(json.loads(body), code)
+        assert fields["connection"] == "close"
+    assert upstream.seen == []
+    # Admitted (an admin's token on the admin route): 100 Continue, then the answer.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"PUT /admin/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nAuthorization: Bearer "
+            + admin
+            + b"\r\n"
+            + expecting
+            + b"Connection: close\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    status, _, body = parse(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert json.loads(body)["body_length"] == 5
+    assert upstream.paths() == ["/admin/up"]
 
 
 async def test_http_versions_other_than_1_0_and_1_1_are_refused(
