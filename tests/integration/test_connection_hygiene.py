@@ -328,3 +328,21 @@ async def test_an_invalid_host_is_a_400_and_never_relayed(
         )
         assert parse(data)[0] == "HTTP/1.1 200 OK", host
         assert dict(upstream.seen[-1].headers)["X-Forwarded-Host"] == host.decode()
+
+
+async def test_a_target_that_is_not_a_path_is_a_400(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """Absolute form (``GET http://host/admin``), ``*`` and relative targets are refused,
+    whatever route the path inside them would match; nothing reaches an upstream."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for target in (b"http://x/public/a", b"HTTP://evil/admin/x", b"https://x/public?q=1", b"*"):
+        for method in (b"GET", b"OPTIONS"):
+            line = method + b" " + target + b" HTTP/1.1\r\n"
+            data = await first_answer(client, line + b"Host: x\r\nConnection: close\r\n\r\n")
+            status, _, body = parse(data)
+            # (``OPTIONS *`` is the one legal use of ``*``: no resource, a 404.)
+            code = 404 if (method, target) == (b"OPTIONS", b"*") else 400
+            assert status.startswith(f"HTTP/1.1 {code} "), (method, target)
+            assert_envelope(json.loads(body), code)
+    assert upstream.seen == []
