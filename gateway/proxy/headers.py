@@ -16,6 +16,8 @@ Towards the upstream (``request_lines_for_upstream``):
   ``X-Forwarded-Port``, ``X-Forwarded-Prefix`` and ``X-Real-IP`` are dropped: the gateway does
   not produce them and a client copy would be trusted by upstreams that read them. Which client
   IP to append (socket peer, or a value from a trusted proxy) is the caller's decision.
+- ``Content-Length`` is never dropped because ``Connection`` names it (in either direction):
+  the body follows as it came, framed by it.
 - ``Expect`` is dropped: the gateway answers ``100-continue`` itself, once the request is
   admitted (``middlewares.connection``).
 - ``Host`` is the client's when the route has ``preserve_host`` (``host`` if it sent none), else
@@ -135,13 +137,20 @@ def is_identity_header(name: str) -> bool:
 
 
 def _connection_options(value: bytes, named: set[bytes] | None) -> set[bytes] | None:
-    """``named`` plus the header names (lower case) a ``Connection`` field's ``value`` lists."""
+    """``named`` plus the header names (lower case) a ``Connection`` field's ``value`` lists.
+
+    Never ``content-length``: it frames the body the gateway passes on as it came, in either
+    direction. ``Connection: content-length`` (which RFC 9110 §7.6.1 forbids: a connection
+    option never names an end-to-end field) must not strip it, or the next hop would read that
+    body as the next message — a request the gateway never checked.
+    """
     value = value.lower()
     if value in _OPTIONS_DROPPED_ANYWAY:
         return named
     if named is None:
         named = set()
     named.update(option for token in value.split(b",") if (option := token.strip()))
+    named.discard(b"content-length")
     return named
 
 

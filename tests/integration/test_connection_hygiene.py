@@ -59,11 +59,14 @@ async def exchange(client: Client, data: bytes, wait: float = 5.0) -> tuple[byte
 
 
 async def first_answer(client: Client, data: bytes) -> bytes:
-    """Write ``data``; the first answer that comes back (its head and Content-Length body)."""
+    """Write ``data``; the first final answer that comes back (head and Content-Length body;
+    a ``100 Continue`` before it is skipped)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
         writer.write(data)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        if head == b"HTTP/1.1 100 Continue\r\n\r\n":
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         length = int(parse(head)[1].get("content-length", "0"))
         return head + await asyncio.wait_for(reader.readexactly(length), 5)
     finally:
@@ -346,3 +349,41 @@ async def test_a_target_that_is_not_a_path_is_a_400(
             assert status.startswith(f"HTTP/1.1 {code} "), (method, target)
             assert_envelope(json.loads(body), code)
     assert upstream.seen == []
+
+
+async def test_connection_cannot_strip_content_length_to_smuggle_a_request(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """``Connection: content-length`` used to drop the client's ``Content-Length`` on its way
+    upstream while the body still followed: the upstream read that body as a second request —
+    to the admin route, with forged identity headers, never checked (and its answer went to
+    the next client of that pooled connection). ``Content-Length`` now always goes with it."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    smuggled = (
+        b"GET /admin/secret HTTP/1.1\r\nHost: x\r\nX-User-Id: 2\r\nX-Is-Admin: true\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    options = (b"content-length", b"close, Content-Length", b"keep-alive, CONTENT-LENGTH")
+    # /public/p goes through the edge; /public/./p and an Expect through aiohttp's side.
+    targets = (b"/public/p", b"/public/./p")
+    for option in options:
+        for target in targets:
+            for extra in (b"", b"Expect: 100-continue\r\n"):
+                upstream.seen.clear()
+                head = (
+                    b"POST "
+                    + target
+                    + b" HTTP/1.1\r\nHost: x\r\nConnection: "
+                    + option
+                    + b"\r\n"
+                    + extra
+                    + b"Content-Length: %d\r\n\r\n" % len(smuggled)
+                )
+                data = await first_answer(client, head + smuggled)
+                status, _, body = parse(data)
+                assert status == "HTTP/1.1 200 OK", (option, target, extra, data)
+                assert json.loads(body)["body_length"] == len(smuggled)
+                await asyncio.sleep(0.05)  # (a smuggled request would be in by now)
+                assert upstream.paths() == ["/public/p"], (option, target, extra)
+                (seen,) = upstream.seen
+                assert ("Content-Length", str(len(smuggled))) in seen.headers

@@ -8,12 +8,14 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from gateway.proxy.headers import (
+    CONTENT_LENGTH,
     HOP_BY_HOP,
     header_lines_as_multidict,
     is_identity_header,
     is_valid_host,
     request_lines_for_upstream,
     response_headers_for_client,
+    response_lines_for_client,
 )
 
 
@@ -145,6 +147,19 @@ def test_connection_cannot_remove_gateway_headers() -> None:
     assert out["X-Request-Id"] == "req-1"
     assert out["Host"] == "127.0.0.1:9000"
     assert out["X-User-Id"] == "6"
+
+
+def test_connection_cannot_remove_content_length() -> None:
+    """The body follows as it came: without its length the next hop would read it as the
+    next message (request smuggling). In either direction."""
+    out = upstream_headers(
+        [("Connection", "close, Content-Length, X-Secret"), ("Content-Length", "90")]
+    )
+    assert out["Content-Length"] == "90"
+    fields = [(b"Connection", b"content-length"), (b"Content-Length", b"3")]
+    lines, marks = response_lines_for_client(fields)
+    assert lines == [b"Content-Length: 3"]
+    assert marks == CONTENT_LENGTH
 
 
 def test_end_to_end_headers_are_kept_in_order() -> None:
