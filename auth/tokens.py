@@ -113,6 +113,8 @@ class TokenService:
 
     def verify(self, token: str, expected: TokenType) -> Claims:
         """Return the claims of a valid ``expected``-type token, or raise TokenInvalid."""
+        if not token.isascii():  # (a JWS compact serialisation is; pyjwt would raise a
+            raise TokenInvalid("token is invalid")  # UnicodeEncodeError on a lone surrogate)
         try:
             key = self._key if not self._verifying else self._verifying_key(token)
             payload = jwt.decode(

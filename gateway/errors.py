@@ -8,6 +8,7 @@ GatewayError(status, details, headers)
 ├── MethodNotAllowed        405
 ├── PayloadTooLarge         413
 ├── UnsupportedMediaType    415
+├── Unimplemented           501
 ├── BadGateway              502
 └── GatewayTimeout          504
 """
@@ -76,6 +77,12 @@ class UnsupportedMediaType(GatewayError):
     """415: body is not JSON."""
 
     status = 415
+
+
+class Unimplemented(GatewayError):
+    """501: the request needs something the gateway does not do (a transfer coding)."""
+
+    status = 501
 
 
 class BadGateway(GatewayError):

@@ -36,6 +36,7 @@ from gateway.errors import (
     GatewayTimeout,
     PayloadTooLarge,
     RequestTimeout,
+    Unimplemented,
 )
 from gateway.middlewares.connection import send_deferred_continue
 from gateway.middlewares.request_id import SERVER_NAME
@@ -108,6 +109,15 @@ class _ClientBody:
         return chunk
 
 
+def _only_chunked(codings: list[str]) -> None:
+    """A request body's transfer codings must be ``chunked`` alone: the body is passed on
+    as it came, so a coding below it (``gzip, chunked``) would reach the upstream undeclared
+    (RFC 9112 §6.1: 501 for a coding the server does not understand)."""
+    found = [item.strip().lower() for value in codings for item in value.split(",")]
+    if [coding for coding in found if coding] != ["chunked"]:
+        raise Unimplemented("Transfer-Encoding: only chunked is supported")
+
+
 def body_timeout(wait_timeout: float) -> RequestTimeout:
     """The error for a client that stopped sending its body."""
     return RequestTimeout(f"the request body stopped arriving for {wait_timeout:g}s")
@@ -155,6 +165,7 @@ async def forward(
     if request.body_exists:  # a Content-Length over 0, or chunked
         declared = request.content_length
         if declared is None:
+            _only_chunked(request.headers.getall("Transfer-Encoding", ()))
             chunked = True
             framing = _CHUNKED
         elif declared > max_body_size:

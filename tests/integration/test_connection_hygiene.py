@@ -387,3 +387,69 @@ async def test_connection_cannot_strip_content_length_to_smuggle_a_request(
                 assert upstream.paths() == ["/public/p"], (option, target, extra)
                 (seen,) = upstream.seen
                 assert ("Content-Length", str(len(smuggled))) in seen.headers
+
+
+async def test_a_transfer_coding_other_than_chunked_is_a_501(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """``gzip, chunked`` used to reach the upstream as plain ``chunked``, the gzip-coded
+    bytes passed on as if they were the body."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    for coding in (b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"):
+        data = await first_answer(
+            client,
+            b"POST /public/te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+            + coding
+            + b"\r\n\r\n"
+            + body,
+        )
+        status, _, answer = parse(data)
+        assert status == "HTTP/1.1 501 Not Implemented", coding
+        envelope = json.loads(answer)
+        assert_envelope(envelope, 501)
+        assert envelope["errors"][1] == "Transfer-Encoding: only chunked is supported"
+    assert upstream.seen == []
+    for coding in (b"chunked", b"Chunked"):
+        data = await first_answer(
+            client,
+            b"POST /public/te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+            + coding
+            + b"\r\n\r\n"
+            + body,
+        )
+        status, _, answer = parse(data)
+        assert status == "HTTP/1.1 200 OK", coding
+        assert json.loads(answer)["body_length"] == 5
+
+
+async def test_a_token_that_is_not_ascii_is_a_401_not_a_500(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """Bytes that are not UTF-8 in ``Authorization`` (decoded to lone surrogates) made pyjwt
+    raise a ``UnicodeEncodeError``: a 500 with a traceback in the log."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for token in (b"\xff", b"\x80abc", b"\xed\xa0\x80", "é.é.é".encode()):
+        for target in (b"/admin/x", b"/admin/./x", b"/api/v1/auth/me"):
+            data = await first_answer(
+                client,
+                b"GET "
+                + target
+                + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + token
+                + b"\r\nConnection: close\r\n\r\n",
+            )
+            status, _, answer = parse(data)
+            assert status == "HTTP/1.1 401 Unauthorized", (token, target)
+            envelope = json.loads(answer)
+            assert_envelope(envelope, 401)
+            assert envelope["errors"][1] == "token is invalid"
+    # A lone surrogate by another road: a JSON body (refused as a body, before any token).
+    resp = await client.post(
+        "/api/v1/auth/refresh",
+        data=b'{"refresh_token": "\\ud800.x.y"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+    assert_envelope(await resp.json(), 400)
+    assert upstream.seen == []
