@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
+from base64 import b64decode
 
 import aiohttp
 from aiohttp import ClientRequest, WSMsgType, web
@@ -11,7 +13,7 @@ from aiohttp.client_middlewares import ClientHandlerType
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import BadGateway, GatewayTimeout
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout
 from gateway.middlewares.request_id import SERVER_NAME
 
 _LOGGER = logging.getLogger(__name__)
@@ -24,6 +26,31 @@ _WS_HANDSHAKE = frozenset(
         "content-length",
     }
 )
+
+
+_WS_VERSIONS = ("13", "8", "7")
+"""What aiohttp's server side accepts in ``Sec-WebSocket-Version`` (RFC 6455: 13)."""
+
+
+def check_client_handshake(request: web.Request) -> None:
+    """``BadRequest`` naming what is wrong with a client's WebSocket handshake.
+
+    Checked before the upstream is contacted: aiohttp checks the same when it answers the
+    client, but only after the upstream WebSocket is open — which a broken handshake must not
+    cause (the upstream would see a connection, identity headers and all, for nothing).
+    """
+    if request.headers.get("Sec-WebSocket-Version", "") not in _WS_VERSIONS:
+        # RFC 6455 §4.4: say which version the server speaks.
+        raise BadRequest(
+            "Sec-WebSocket-Version: 13 is required", headers={"Sec-WebSocket-Version": "13"}
+        )
+    key = request.headers.get("Sec-WebSocket-Key", "")
+    try:
+        valid = len(b64decode(key.encode("ascii"), validate=True)) == 16
+    except (UnicodeEncodeError, binascii.Error):
+        valid = False
+    if not valid:
+        raise BadRequest("Sec-WebSocket-Key: not the base64 of 16 bytes")
 
 
 class _UpstreamRedirected(aiohttp.ClientError):
@@ -84,6 +111,7 @@ async def relay_websocket(
     A single message larger than ``max_msg_size`` (``server.max_body_size``) from either side
     closes the connection with 1009 (message too big) instead of growing in memory.
     """
+    check_client_handshake(request)
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]

@@ -453,3 +453,35 @@ async def test_a_token_that_is_not_ascii_is_a_401_not_a_500(
     assert resp.status == 400
     assert_envelope(await resp.json(), 400)
     assert upstream.seen == []
+
+
+async def test_a_broken_websocket_handshake_never_reaches_the_upstream(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """A bad ``Sec-WebSocket-Version`` or ``-Key`` used to be found only after the upstream
+    WebSocket was open (the client then got a 400 without a word of why)."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    upgrade = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    cases = {
+        upgrade + key + b"Sec-WebSocket-Version: 99\r\n": "Sec-WebSocket-Version: 13 is required",
+        upgrade + key: "Sec-WebSocket-Version: 13 is required",
+        upgrade + b"Sec-WebSocket-Version: 13\r\n": "Sec-WebSocket-Key: not the base64 of 16 bytes",
+        upgrade + b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n": (
+            "Sec-WebSocket-Key: not the base64 of 16 bytes"
+        ),
+        upgrade + b"Sec-WebSocket-Key: \xff\xfe\r\nSec-WebSocket-Version: 13\r\n": (
+            "Sec-WebSocket-Key: not the base64 of 16 bytes"
+        ),
+    }
+    for fields, problem in cases.items():
+        data = await first_answer(
+            client, b"GET /public/ws HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+        )
+        status, headers, body = parse(data)
+        assert status == "HTTP/1.1 400 Bad Request", fields
+        envelope = json.loads(body)
+        assert_envelope(envelope, 400)
+        assert envelope["errors"][1] == problem
+        assert headers["connection"] == "close"
+    assert upstream.seen == []
