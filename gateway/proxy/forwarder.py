@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Final
 
 import aiohttp
@@ -109,7 +110,7 @@ class _ClientBody:
         return chunk
 
 
-def _only_chunked(codings: list[str]) -> None:
+def _only_chunked(codings: Iterable[str]) -> None:
     """A request body's transfer codings must be ``chunked`` alone: the body is passed on
     as it came, so a coding below it (``gzip, chunked``) would reach the upstream undeclared
     (RFC 9112 §6.1: 501 for a coding the server does not understand)."""
