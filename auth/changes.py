@@ -4,8 +4,10 @@ The database is the source of truth for who is revoked, demoted or deactivated. 
 polls it every ``sessions.poll_interval`` (default 0.5 s) for sessions revoked and users changed
 since its last look (re-reading a few seconds of overlap, so rows committed late or written by
 a host with a slightly different clock are not missed). Revocations go to the local store
-mirror; the current ``is_admin``/``is_active`` of changed users are kept here, and override what
-older tokens claim. Redis pub/sub (when configured) pushes revocations faster; this feed is what
+mirror: the sessions' own rows, and the tombstones of sessions deleted with their users (so a
+replica that starts after a deletion still refuses the old tokens). The current
+``is_admin``/``is_active`` of changed users are kept here, and override what older tokens
+claim. Redis pub/sub (when configured) pushes revocations faster; this feed is what
 makes CLI changes, admin changes and a Redis outage all converge within about one interval.
 """
 
@@ -68,6 +70,7 @@ class ChangeFeed:
         started = utcnow()
         since = started - timedelta(seconds=self._horizon) if self._since is None else self._since
         async with self._sessions() as session:
+            # Tombstones included: the revocations of sessions deleted with their users.
             sids = await SessionRepository(session).revoked_since(since - OVERLAP)
             users = await UserRepository(session).changed_since(since - OVERLAP)
         if sids:

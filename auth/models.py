@@ -1,4 +1,5 @@
-"""Tables: users, login sessions, refresh tokens, one-time tokens, email codes, sign-up tokens."""
+"""Tables: users, login sessions (and tombstones of deleted ones), refresh tokens, one-time
+tokens, email codes, sign-up tokens."""
 
 from __future__ import annotations
 
@@ -95,6 +96,21 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     revoke_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class RevokedSessionTombstone(Base):
+    """The revocation of a session whose row went away with its deleted user.
+
+    Deleting a user cascades to its ``auth_sessions`` rows, and with them to the revocations
+    every replica replays from the database (``SessionRepository.revoked_since``). A tombstone
+    keeps them for as long as an access token of the session can live (the change feed's
+    horizon) and is pruned after that. Session ids and times only: nothing about the user.
+    """
+
+    __tablename__ = "revoked_session_tombstones"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class RefreshToken(Base):

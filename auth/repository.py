@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from auth.models import AuthSession, OneTimeToken, RefreshToken, User
+from auth.models import AuthSession, OneTimeToken, RefreshToken, RevokedSessionTombstone, User
 
 
 class UserRepository:
@@ -152,11 +152,45 @@ class SessionRepository:
         return list(result.scalars())
 
     async def revoked_since(self, since: datetime) -> Sequence[str]:
-        """Ids of sessions revoked after ``since`` (for replaying into the store)."""
+        """Ids of sessions revoked after ``since`` (for replaying into the store), those of
+        deleted users included: their rows are gone, their tombstones say it instead."""
+        tombstone = RevokedSessionTombstone
         result = await self.session.execute(
-            select(AuthSession.id).where(AuthSession.revoked_at > since)
+            union_all(
+                select(AuthSession.id).where(AuthSession.revoked_at > since),
+                select(tombstone.session_id).where(tombstone.revoked_at > since),
+            )
         )
         return list(result.scalars())
+
+    async def tombstone_sessions_of(
+        self, user_id: int, now: datetime, since: datetime
+    ) -> list[str]:
+        """Tombstone every session of ``user_id`` that a live access token may still name, in
+        the transaction that deletes the user (whose sessions then cascade away): those revoked
+        after ``since`` (with their time of revocation) and those not revoked at all, which the
+        deletion ends ``now`` (a login that raced the deactivation). Return the latter's ids."""
+        result = await self.session.execute(
+            select(AuthSession.id, AuthSession.revoked_at).where(
+                AuthSession.user_id == user_id,
+                or_(AuthSession.revoked_at.is_(None), AuthSession.revoked_at > since),
+            )
+        )
+        rows = [(sid, revoked_at) for sid, revoked_at in result]
+        if rows:
+            await self.session.execute(
+                insert(RevokedSessionTombstone),
+                [{"session_id": sid, "revoked_at": at or now} for sid, at in rows],
+            )
+        return [sid for sid, revoked_at in rows if revoked_at is None]
+
+    async def prune_tombstones(self, before: datetime) -> int:
+        """Forget tombstones of sessions revoked before ``before``: no access token of theirs
+        is alive any more. Return how many went."""
+        result = await self.session.execute(
+            delete(RevokedSessionTombstone).where(RevokedSessionTombstone.revoked_at < before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class OneTimeTokenRepository:

@@ -12,12 +12,19 @@ refused.
 Changes of ``is_admin`` / ``is_active`` bump ``users.updated_at`` (the change feed every replica
 polls) and are noted in this process's feed at once, so tokens already issued follow them on
 the next request. Deactivation and deletion end every session of the user.
+
+**Deletion leaves tombstones.** The user's sessions cascade away with its row, and with them the
+revocations a replica (re)starting replays from the database. The deleting transaction first
+copies every session an access token may still name into ``revoked_session_tombstones``
+(session ids and times only), which the change feed and the store's replay read like any other
+revocation until those tokens have expired; older tombstones are pruned after each deletion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from auth.base import ServiceBase
 from auth.errors import Conflict, NotFound, NotPermitted
@@ -97,7 +104,11 @@ class UserAdmin(ServiceBase):
         The sessions are revoked (database and store) and the user deactivated first, in a
         transaction of its own, then the row is deleted (its sessions and tokens cascade away):
         a replica that learns of changes from the database feed sees the revocation before the
-        rows are gone.
+        rows are gone. The deleting transaction also writes a tombstone of each session whose
+        access tokens may still be alive, so that a replica started later (or a Redis that lost
+        its keys) still learns of the revocations from the database. It locks the user's row
+        first: a session opened meanwhile is then either committed before it looks, or waits
+        and fails on the deleted user.
         """
         await self.require_admin(access_token)
         if not _valid_id(user_id):
@@ -120,9 +131,33 @@ class UserAdmin(ServiceBase):
             # Without Redis, other replicas learn of it only from their database feed: give
             # them two poll intervals to see the deactivation before the row disappears.
             await asyncio.sleep(2 * self.cfg.sessions.poll_interval)
+        ended: list[str] = []
         async with self.sessions() as session, session.begin():
-            await UserRepository(session).delete(user_id)
-        _LOGGER.info("user %s deleted (%d sessions ended)", user_id, len(sids))
+            users = UserRepository(session)
+            if await users.get_for_update(user_id) is not None:  # else deleted meanwhile
+                now = utcnow()
+                horizon = now - timedelta(seconds=self.revocation_ttl)
+                ended = await SessionRepository(session).tombstone_sessions_of(
+                    user_id, now, horizon
+                )
+                await users.delete(user_id)
+        # Sessions opened after the first transaction (a login that raced the deactivation).
+        await self.store.revoke_sessions(ended, self.revocation_ttl)
+        _LOGGER.info("user %s deleted (%d sessions ended)", user_id, len(sids) + len(ended))
+        await self._prune_tombstones()
+
+    async def _prune_tombstones(self) -> None:
+        """Forget tombstones older than any live access token (best effort: a failure only
+        keeps them until the next deletion; the feed never reads past its horizon anyway)."""
+        horizon = utcnow() - timedelta(seconds=self.revocation_ttl)
+        try:
+            async with self.sessions() as session, session.begin():
+                pruned = await SessionRepository(session).prune_tombstones(horizon)
+        except Exception as exc:
+            _LOGGER.warning("could not prune revoked-session tombstones: %s", exc)
+            return
+        if pruned:
+            _LOGGER.debug("pruned %d revoked-session tombstones", pruned)
 
 
 def _valid_id(user_id: int) -> bool:

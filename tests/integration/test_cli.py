@@ -36,7 +36,14 @@ from tests.fixtures.keys import new_key, write_private
 REPO = Path(__file__).resolve().parents[2]
 AUTH = "/api/v1/auth"
 SECRET_40 = "0123456789abcdefghij0123456789ABCDEFGHIJ"
-TABLES = {"users", "auth_sessions", "refresh_tokens", "one_time_tokens", "alembic_version"}
+TABLES = {
+    "users",
+    "auth_sessions",
+    "refresh_tokens",
+    "one_time_tokens",
+    "revoked_session_tombstones",
+    "alembic_version",
+}
 MASK = "********"
 CLI_TIMEOUT = 90
 SERVE_TIMEOUT = 20.0
