@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Final, cast
 
 from gateway.edge.exchange import Exchange
 from gateway.edge.handover import LentTransport
-from gateway.edge.wire import HeadReader, RequestHead, plain_body_length
+from gateway.edge.wire import (
+    MAX_HEAD_SIZE,
+    TOKEN_BYTES,
+    HeadReader,
+    RequestHead,
+    plain_body_length,
+)
 from gateway.errors import BadRequest
 from gateway.proxy.forwarder import body_timeout
 
@@ -29,9 +35,6 @@ if TYPE_CHECKING:
     from gateway.edge.server import EdgeServer, Plan
 
 __all__ = ["BODY_HIGH_WATER", "MAX_HEAD_SIZE", "PIPELINE_LIMIT", "EdgeConnection", "RequestBody"]
-
-MAX_HEAD_SIZE: Final = 16 * 1024
-"""Longest head the edge waits for; a longer one goes to aiohttp, whose limits answer it."""
 
 BODY_HIGH_WATER: Final = 256 * 1024
 """Request body bytes buffered (not yet sent upstream) above which reading pauses."""
@@ -316,6 +319,15 @@ class EdgeConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.close()
 
+    def expire(self) -> None:
+        """Idle for two ticks (``EdgeServer._sweep``): closed. A head begun and still not
+        complete gets a 408 envelope first: aiohttp's side answers it, as it answers one that
+        is late there (``GatewayRequestHandler.time_out``)."""
+        if self._buf and not self._discard and not self.closed and self.transport is not None:
+            self._hand_over().time_out()
+        else:
+            self.close()
+
     # --- requests ---------------------------------------------------------------------------
 
     def _next(self) -> None:
@@ -335,8 +347,8 @@ class EdgeConnection(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n", self._scan_from)
             if end < 0:
                 if (
-                    len(buf) > MAX_HEAD_SIZE
-                    or buf[0] in b"\r\n"
+                    len(buf) > MAX_HEAD_SIZE  # aiohttp's side refuses it (400)
+                    or buf[0] not in TOKEN_BYTES  # no method starts so (TLS bytes, CR, LF): 400
                     or b"\n\n" in buf  # a head ended by bare LFs (or CRs): never a CRLF one;
                     or b"\r\r" in buf  # aiohttp answers it with a 400 at once
                 ):
@@ -459,7 +471,7 @@ class EdgeConnection(asyncio.Protocol):
             return
         self._go_on()
 
-    def _hand_over(self) -> None:
+    def _hand_over(self) -> GatewayRequestHandler:
         """Make aiohttp's server the protocol of this connection, from the buffered bytes on."""
         transport = self.transport
         assert transport is not None and self._exchange is None
@@ -476,3 +488,4 @@ class EdgeConnection(asyncio.Protocol):
         self._buf.clear()
         if data:
             protocol.data_received(data)
+        return protocol

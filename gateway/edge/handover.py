@@ -12,28 +12,46 @@ included, itself. So a login, the auth API, a health probe or a CORS preflight n
 a browser's keep-alive connection to aiohttp's slower path for good. Anything else (a chunked
 body, an upgrade, a head the edge could not read, ``Connection: close``) hands the connection
 over for good, as it always was.
+
+aiohttp's side keeps the edge's limits (``GatewayRequestHandler``): a request head over
+``wire.MAX_HEAD_SIZE`` is a 400 envelope, and the edge's sweeper (``EdgeServer._sweep``) times
+its connections out as it times out its own — closed once idle for two ticks of half the
+keep-alive timeout (37.5 to 75 s), with a 408 envelope when part of a head came and the rest did
+not — and holds a body of the gateway's own routes (the auth API) to two ticks as well.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import HttpVersion11, web, web_protocol
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
+from gateway.edge.wire import MAX_HEAD_SIZE
 from gateway.envelope import error_response
+from gateway.errors import RequestTimeout
 from gateway.middlewares.connection import UNSUPPORTED_VERSION, is_supported
 from gateway.middlewares.request_id import HEADER, REQUEST_ID, SERVER_NAME, request_id_for
 
 if TYPE_CHECKING:
     from gateway.edge.connection import EdgeConnection
+    from gateway.edge.server import EdgeServer
 
 __all__ = ["GatewayRequestHandler", "LentTransport", "unread_heads_as_http11"]
 
 _LOGGER = logging.getLogger(__name__)
 RequestFactory = Callable[..., web.BaseRequest]
+
+_END_OF_HEAD: Final = b"\r\n\r\n"
+_OVERSIZED_HEAD: Final = f"request head over {MAX_HEAD_SIZE} bytes"
+_LATE_HEAD: Final = "the request head did not arrive in time"
+_LATE_BODY: Final = "the request body did not arrive in time"
 
 
 class GatewayRequestHandler(web_protocol.RequestHandler):
@@ -46,17 +64,170 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
     (Its status line says HTTP/1.1: see ``unread_heads_as_http11``.)
     A malformed request is the client's error: one INFO line (the access log has it too), not
     aiohttp's ERROR with a traceback per scanner probe.
+
+    The edge's limits hold here too. aiohttp's own allow a head of 128 fields of 8190 bytes
+    (about 1 MiB), and wait for it as long as the connection stays open: here a head over
+    ``MAX_HEAD_SIZE`` (counted as it arrives, ``data_received``) is answered with the 400
+    envelope, like a field over aiohttp's limit, and nothing more is read. The edge's sweeper
+    calls ``expire`` at each tick: a connection idle for two ticks (no request being answered;
+    ``_since``) is closed, after a 408 envelope if part of a head came (``time_out``); a body
+    of the gateway's own routes (the auth API: JSON of 64 KiB at most, which nothing else
+    bounds in time) still arriving two ticks after its head fails with a 408, and the
+    connection ends after that answer.
     """
 
-    __slots__ = ("_lender",)
+    __slots__ = (
+        "_body",
+        "_edge",
+        "_head",
+        "_late",
+        "_lender",
+        "_pending",
+        "_reads_heads",
+        "_refused",
+        "_since",
+        "_slow",
+        "_slow_since",
+    )
 
-    def __init__(self, *args: Any, lender: EdgeConnection | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        lender: EdgeConnection | None = None,
+        edge: EdgeServer | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._lender = lender
+        self._edge = edge
+        self._since = 0 if edge is None else edge.epoch
+        """The sweeper's tick since which no request has been answered (or since the start)."""
+        self._pending = 0
+        """Requests read (heads parsed, or an error queued) and not answered yet."""
+        self._head = 0
+        """Bytes of the request head arriving (none of it parsed into a request yet)."""
+        self._reads_heads = True
+        """False once no more heads are counted: an upgrade, a head aiohttp refused."""
+        self._refused = False
+        """True once a 400 or 408 of this handler's is queued: nothing more is read."""
+        self._body: tuple[RawRequestMessage, StreamReader] | None = None
+        """The request whose body is still arriving (its bytes are no head's)."""
+        self._slow: StreamReader | None = None
+        """That body when it is one of the gateway's own routes, held to two ticks."""
+        self._slow_since = 0
+        self._late: StreamReader | None = None
+        """A body that did not arrive in time: its request's answer ends the connection."""
+
+    # --- the edge's limits ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # a 400 or 408 is on its way, and the connection ends with it
+        messages = self._messages
+        before = len(messages)
+        if not self._reads_heads:
+            super().data_received(data)
+            self._pending += len(messages) - before
+            return
+        body = self._body
+        seen = 0 if body is None else body[1].total_bytes
+        super().data_received(data)
+        produced = list(itertools.islice(messages, before, None))
+        if body is not None:
+            if not body[1].is_eof():
+                if produced:  # (an error in the body: aiohttp answers it, and closes)
+                    self._pending += len(produced)
+                    self._reads_heads = False
+                return  # all body: no head can follow a body not complete
+            self._body = None
+            if self._slow is body[1]:
+                self._slow = None
+        elif not produced:
+            self._head += len(data)  # all head: the start of one aiohttp has not parsed yet
+            if self._head > MAX_HEAD_SIZE:
+                self._refuse(400, _OVERSIZED_HEAD)
+            return
+        for index, (message, _) in enumerate(produced):
+            if isinstance(message, web_protocol._ErrInfo) or message.upgrade:
+                # An error aiohttp answers (the connection ends with it), or a switch of
+                # protocols (no more heads, or the connection ends with its refusal).
+                self._pending += len(produced)
+                self._reads_heads = False
+                return
+            if _head_size(message) > MAX_HEAD_SIZE:
+                for _ in range(len(produced) - index):
+                    messages.pop()  # never answered: the 400 takes their place
+                self._pending += index
+                self._refuse(400, _OVERSIZED_HEAD)
+                return
+        self._pending += len(produced)
+        if produced:
+            last, payload = produced[-1]
+            assert isinstance(last, RawRequestMessage)
+            if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+                # A body is arriving: its bytes are no head's, until it ends.
+                self._head = 0
+                self._body = (last, payload)
+                edge = self._edge
+                if edge is not None and edge.owns(last.url.path):
+                    self._slow, self._slow_since = payload, edge.epoch
+                return
+            self._head = _after_last(data, last, payload, None)
+        else:
+            assert body is not None
+            self._head = _after_last(data, body[0], body[1], seen)
+        if self._head > MAX_HEAD_SIZE:
+            self._refuse(400, _OVERSIZED_HEAD)
+
+    def expire(self, expired: int) -> None:
+        """One tick of the edge's sweeper: ``expired`` is the tick two ticks ago."""
+        if self._refused or self.transport is None:
+            return
+        if self._pending:
+            slow = self._slow
+            if slow is not None and self._slow_since <= expired:
+                self._slow = None
+                if not slow.is_eof():
+                    peer = self.peername
+                    peer = peer[0] if isinstance(peer, tuple) else peer
+                    _LOGGER.info("request body from %s not complete in time", peer)
+                    self._late = slow
+                    slow.set_exception(RequestTimeout(_LATE_BODY))  # the app's read: a 408
+            return
+        if self._since <= expired:
+            self.time_out()
+
+    def time_out(self) -> None:
+        """No request head came whole in time: a 408 envelope when part of one did, and the
+        connection ends (an idle one just ends, as on the edge)."""
+        if self._head > 0 and self._reads_heads and not self._refused:
+            self._refuse(408, _LATE_HEAD)
+        else:
+            self.force_close()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` (through ``handle_error``, as aiohttp answers a head it cannot
+        parse) after the requests before; read nothing more."""
+        self._refused = True
+        self._reads_heads = False
+        self._body = self._slow = None
+        error = web_protocol._ErrInfo(status=status, exc=BadHttpMessage(reason), message=reason)
+        self._messages.append((error, EMPTY_PAYLOAD))
+        self._pending += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- answers ----------------------------------------------------------------------------
 
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        late = self._late is not None and request.content is self._late
+        if late:
+            # Its body did not come in time (``expire``): the rest of it will not be read.
+            self._late = None
+            resp.force_close()
         if isinstance(resp, web.HTTPException) and request.get(REQUEST_ID) is None:
             # aiohttp answered before the app's middlewares ran: an ``Expect`` other than
             # ``100-continue`` (417). Its text page would echo the header and name aiohttp's
@@ -67,11 +238,16 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
                 ["only the 100-continue expectation is supported"] if resp.status == 417 else [],
             )
         answered, reset = await super().finish_response(request, resp, start_time)
+        self._pending = max(0, self._pending - 1)
+        if self._edge is not None:
+            self._since = self._edge.epoch
         lender, self._lender = self._lender, None
         if lender is not None:
             # The whole answer is written. Back to the edge, unless this connection ends here
             # (aiohttp closes it: the ``LentTransport`` passes that on).
             lender.take_back(self, keep_alive=answered.keep_alive is not False and not reset)
+        if late:
+            self.force_close()  # now, not after aiohttp's lingering read of the rest
         return answered, reset
 
     def handle_error(
@@ -87,10 +263,45 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         else:
             if request.writer.output_size > 0:
                 raise ConnectionError("a response is under way: no room for an error answer")
-            reason = (message or type(exc).__name__).splitlines()[0][:200]
-            _LOGGER.info("malformed request from %s: %s", request.remote, reason)
-            details = ["malformed HTTP request"]
+            if status == 408:  # (``time_out``)
+                _LOGGER.info("request head from %s not complete in time", request.remote)
+                details = [_LATE_HEAD]
+            else:
+                reason = (message or type(exc).__name__).splitlines()[0][:200]
+                _LOGGER.info("malformed request from %s: %s", request.remote, reason)
+                details = ["malformed HTTP request"]
         return _closing_envelope(status, details)
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """The size of the head ``message`` was parsed from, blank line included (give or take
+    the optional whitespace around field values, which is not kept)."""
+    size = len(message.method) + len(message.path) + 14  # " ", " HTTP/1.1\r\n", "\r\n"
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4  # ": ", "\r\n"
+    return size
+
+
+def _after_last(
+    data: bytes, message: RawRequestMessage, payload: StreamReader, seen: int | None
+) -> int:
+    """How many bytes at the end of ``data`` (just parsed) begin the next request head: those
+    after the last request to end in it, ``message``, whose head (``payload`` is
+    ``EMPTY_PAYLOAD``) or body ended there. ``seen``: the bytes of that body that came in
+    earlier reads; ``None`` if its head came in this one. Never more than there are (a CRLF
+    CRLF inside a body can make it fewer): a head is not refused for bytes not its own."""
+    if payload is EMPTY_PAYLOAD or message.chunked:
+        # A head, or a chunked body: both end with CRLF CRLF, which no partial head holds.
+        end = data.rfind(_END_OF_HEAD)
+        return max(0, len(data) - 3) if end < 0 else len(data) - end - 4
+    if message.compression is not None:
+        return 0  # (its length here is the decompressed one: where it ended is not known)
+    if seen is not None:
+        return max(0, len(data) - (payload.total_bytes - seen))
+    # Its head ended in this read too, at the CRLF CRLF just before its body.
+    length = payload.total_bytes
+    end = data.rfind(_END_OF_HEAD, 0, max(0, len(data) - length))
+    return max(0, len(data) - length - (3 if end < 0 else end + 4))
 
 
 def _closing_envelope(status: int, details: list[str]) -> web.Response:

@@ -123,8 +123,10 @@ class EdgeServer:
         else:
             self.lends += 1
         server = self._aiohttp
-        # (What ``web.Server.__call__`` does, with the gateway's error answers.)
-        return GatewayRequestHandler(server, loop=server._loop, lender=lender, **server._kwargs)
+        # (What ``web.Server.__call__`` does, with the gateway's error answers and limits.)
+        return GatewayRequestHandler(
+            server, loop=server._loop, lender=lender, edge=self, **server._kwargs
+        )
 
     def track(self, conn: EdgeConnection) -> None:
         """Count ``conn`` among the open connections (for keep-alive and shutdown)."""
@@ -139,14 +141,21 @@ class EdgeServer:
         self._connections.discard(conn)
 
     def _sweep(self) -> None:
-        """One tick: close the connections idle (no request served) for two ticks or more."""
+        """One tick: close the connections idle (no request served) for two ticks or more — a
+        head begun by then gets a 408 first — on the edge and on aiohttp's side alike, where
+        a body of the gateway's own routes is held to two ticks too
+        (``GatewayRequestHandler.expire``)."""
         self._sweeper = None
         self.epoch += 1
         expired = self.epoch - 2
         for conn in list(self._connections):
             if not conn.busy and conn.idle_epoch <= expired:
-                conn.close()
-        if self._connections and not self.closing and self.loop is not None:
+                conn.expire()
+        handlers = self._aiohttp.connections
+        for handler in handlers:
+            if isinstance(handler, GatewayRequestHandler):
+                handler.expire(expired)
+        if (self._connections or handlers) and not self.closing and self.loop is not None:
             self._sweeper = self.loop.call_later(self.keepalive_timeout / 2, self._sweep)
 
     # --- requests ---------------------------------------------------------------------------
@@ -183,12 +192,18 @@ class EdgeServer:
 
     def _route_for(self, path: str, proxy: ProxyHandler) -> Route | None:
         """The proxy route of a request path, if the edge may serve it (see the module doc)."""
-        if not is_canonical(path) or path in self._own_exact:
+        if not is_canonical(path) or self.owns(path):
             return None
+        return proxy.table.match(path)
+
+    def owns(self, path: str) -> bool:
+        """True for a path of the gateway's own routes (the auth API, health checks, JWKS)."""
+        if path in self._own_exact:
+            return True
         for prefix in self._own_prefixes:
             if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                return None
-        return proxy.table.match(path)
+                return True
+        return False
 
     # --- shutdown (what aiohttp's runner calls on its server) -------------------------------
 

@@ -22,6 +22,8 @@ from multidict import CIMultiDict
 from gateway.proxy.headers import CONTENT_LENGTH, DATE, SERVER
 
 __all__ = [
+    "MAX_HEAD_SIZE",
+    "TOKEN_BYTES",
     "HeadReader",
     "RequestHead",
     "access_line",
@@ -32,6 +34,18 @@ __all__ = [
 ]
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+
+MAX_HEAD_SIZE: Final = 16 * 1024
+"""Longest request head the gateway reads, blank line included: the edge waits for no more
+(it hands a longer one to aiohttp's side), and aiohttp's side (``handover``) answers a longer
+one with the 400 envelope, as it answers a field over ``MAX_FIELD_SIZE``."""
+
+TOKEN_BYTES: Final = (
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+"""The bytes of an HTTP token (RFC 9110 §5.6.2 ``tchar``): a request line starts with one (its
+method). A head whose first byte is anything else (``0x16``: TLS on the plain port) is no
+request: the edge hands it to aiohttp's side at once, which answers it with the 400."""
 
 # aiohttp's server limits (``RequestHandler`` defaults): a head beyond them is left to aiohttp.
 MAX_LINE_SIZE: Final = 8190
