@@ -7,6 +7,7 @@ GatewayError(status, details, headers)
 ├── NotFoundError           404
 ├── MethodNotAllowed        405
 ├── PayloadTooLarge         413
+├── ExpectationFailed       417
 ├── UnsupportedMediaType    415
 ├── Unimplemented           501
 ├── BadGateway              502
@@ -71,6 +72,12 @@ class PayloadTooLarge(GatewayError):
     """413: body over the limit."""
 
     status = 413
+
+
+class ExpectationFailed(GatewayError):
+    """417: an ``Expect`` other than ``100-continue``."""
+
+    status = 417
 
 
 class UnsupportedMediaType(GatewayError):

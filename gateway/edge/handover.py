@@ -28,15 +28,21 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import HttpVersion11, web, web_protocol
+from aiohttp import HttpVersion11, hdrs, web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge.wire import MAX_HEAD_SIZE
 from gateway.envelope import error_response
 from gateway.errors import RequestTimeout
-from gateway.middlewares.connection import UNSUPPORTED_VERSION, is_supported
+from gateway.middlewares.connection import (
+    REFUSED_EXPECTATION,
+    UNSUPPORTED_VERSION,
+    is_refused_expectation,
+    is_supported,
+)
 from gateway.middlewares.request_id import HEADER, REQUEST_ID, SERVER_NAME, request_id_for
 
 if TYPE_CHECKING:
@@ -229,14 +235,12 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
             self._late = None
             resp.force_close()
         if isinstance(resp, web.HTTPException) and request.get(REQUEST_ID) is None:
-            # aiohttp answered before the app's middlewares ran: an ``Expect`` other than
-            # ``100-continue`` (417). Its text page would echo the header and name aiohttp's
-            # version; the answer is an envelope like every other, and the connection ends.
+            # aiohttp answered before the app's middlewares ran (an expect handler raised: no
+            # longer for an ``Expect`` other than ``100-continue``, which the request factory
+            # turns into the middleware's 417). Its text page would name aiohttp's version: the
+            # answer is an envelope like every other, and the connection ends.
             _LOGGER.info("refused before the app: %s %s", resp.status, resp.reason)
-            resp = _closing_envelope(
-                resp.status,
-                ["only the 100-continue expectation is supported"] if resp.status == 417 else [],
-            )
+            resp = _closing_envelope(resp.status, [])
         answered, reset = await super().finish_response(request, resp, start_time)
         self._pending = max(0, self._pending - 1)
         if self._edge is not None:
@@ -318,6 +322,15 @@ def _closing_envelope(status: int, details: list[str]) -> web.Response:
 _UNREAD_HEAD = web_protocol.ERROR._replace(version=HttpVersion11)
 
 
+def _without_expect(message: RawRequestMessage) -> RawRequestMessage:
+    """``message`` without its ``Expect`` field, to be answered and closed."""
+    headers = CIMultiDict(
+        (name, value) for name, value in message.headers.items() if name.lower() != "expect"
+    )
+    raw = tuple(field for field in message.raw_headers if field[0].lower() != b"expect")
+    return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw, should_close=True)
+
+
 def unread_heads_as_http11(make_request: RequestFactory) -> RequestFactory:
     """``web.Server.request_factory`` with HTTP/1.1 for the answer to a head aiohttp could not read.
 
@@ -338,6 +351,13 @@ def unread_heads_as_http11(make_request: RequestFactory) -> RequestFactory:
             message = message._replace(version=HttpVersion11, should_close=True)
             request = make_request(message, payload, protocol, writer, task)
             request[UNSUPPORTED_VERSION] = unsupported
+            return request
+        elif is_refused_expectation(message.version, message.headers.get(hdrs.EXPECT)):
+            # Answered with a 417 envelope, and closed (``connection.http_version_middleware``);
+            # without the field, aiohttp's own expect handler is not run at all.
+            message = _without_expect(message)
+            request = make_request(message, payload, protocol, writer, task)
+            request[REFUSED_EXPECTATION] = True
             return request
         return make_request(message, payload, protocol, writer, task)
 

@@ -13,28 +13,36 @@
   request is admitted (route, method, token, size): a request refused before that gets its
   401/403/404/413… at once, the client never sends the body it announced, and the connection
   closes after the answer (left open, the next request's bytes would be read as that body). The
-  auth API keeps aiohttp's own handling (``100 Continue`` at once). Any other expectation is
-  a 417, as aiohttp does.
+  auth API keeps aiohttp's own handling (``100 Continue`` at once). Any other expectation (in
+  HTTP/1.1) is a 417 envelope on every route, decided where the request is made
+  (``handover.unread_heads_as_http11`` drops the field and sets ``REFUSED_EXPECTATION``) so that
+  aiohttp's own expect handler never sees it: it would echo the value in a text page, and fail
+  with a 500 on one that is not UTF-8.
 """
 
 from __future__ import annotations
 
-from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, ExpectationFailed
 
 __all__ = [
+    "REFUSED_EXPECTATION",
     "UNSUPPORTED_VERSION",
     "close_refused_upgrade",
     "close_unasked_body",
     "expect_after_admission",
     "http_version_middleware",
+    "is_refused_expectation",
     "send_deferred_continue",
 ]
 
 UNSUPPORTED_VERSION = web.RequestKey("unsupported_http_version", str)
 """The version a request line named when it was not 1.0 or 1.1 (set by the request factory)."""
+
+REFUSED_EXPECTATION = web.RequestKey("refused_expectation", bool)
+"""Set (by the request factory) on a request whose ``Expect`` was not ``100-continue``."""
 
 CONTINUE_DEFERRED = web.RequestKey("continue_deferred", bool)
 """True while a request's ``100 Continue`` waits for the request to be admitted."""
@@ -49,14 +57,23 @@ def is_supported(version: tuple[int, int]) -> bool:
     return version in _SUPPORTED
 
 
+def is_refused_expectation(version: tuple[int, int], expect: str | None) -> bool:
+    """True for an HTTP/1.1 ``Expect`` other than ``100-continue`` (HTTP/1.0 has none: its
+    ``Expect`` is ignored, as aiohttp ignores it)."""
+    return expect is not None and version == HttpVersion11 and expect.lower() != "100-continue"
+
+
 def http_version_middleware() -> Middleware:
-    """Refuse a request whose request line named an HTTP version the gateway does not speak."""
+    """Refuse a request whose request line named an HTTP version the gateway does not speak,
+    or whose ``Expect`` it cannot meet (both noted by the request factory)."""
 
     @web.middleware
     async def http_version(request: web.Request, handler: Handler) -> web.StreamResponse:
         version = request.get(UNSUPPORTED_VERSION)
         if version is not None:
             raise BadRequest(f"HTTP version {version} is not supported (HTTP/1.1 is)")
+        if request.get(REFUSED_EXPECTATION, False):
+            raise ExpectationFailed("only the 100-continue expectation is supported")
         return await handler(request)
 
     return http_version
@@ -84,12 +101,8 @@ def _asks_for_upgrade(request: web.Request) -> bool:
 
 async def expect_after_admission(request: web.Request) -> None:
     """The proxy route's ``expect_handler``: ``100-continue`` waits for
-    ``send_deferred_continue``; another expectation is a 417 (as aiohttp's default handler)."""
-    if request.version != HttpVersion11:
-        return
-    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-        raise web.HTTPExpectationFailed()  # (the edge answers it with the 417 envelope)
-    if request.body_exists:
+    ``send_deferred_continue``. (Any other ``Expect`` never gets here: see the module doc.)"""
+    if request.version == HttpVersion11 and request.body_exists:
         request[CONTINUE_DEFERRED] = True
 
 

@@ -485,3 +485,29 @@ async def test_a_broken_websocket_handshake_never_reaches_the_upstream(
         assert envelope["errors"][1] == problem
         assert headers["connection"] == "close"
     assert upstream.seen == []
+
+
+async def test_an_expectation_that_is_not_utf8_is_a_417_not_a_500(
+    gateway_client: StartGateway, aiohttp_server: Callable[..., Any]
+) -> None:
+    """aiohttp's own expect handler builds its 417 text page from the value: one that is not
+    UTF-8 failed to encode, a 500 with a traceback in the log — on every route of the gateway's
+    own (and under ``/api/v1/auth``, on paths that do not exist)."""
+    client, upstream = await start(gateway_client, aiohttp_server)
+    for target in (b"/healthz", b"/api/v1/auth/login", b"/api/v1/auth/nowhere", b"/public/x"):
+        for value in (b"\xff", b"100-continue\xff", b"\xed\xa0\x80"):
+            data = await first_answer(
+                client,
+                b"POST "
+                + target
+                + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: "
+                + value
+                + b"\r\n\r\n{}",
+            )
+            status, fields, body = parse(data)
+            assert status == "HTTP/1.1 417 Expectation Failed", (target, value)
+            envelope = json.loads(body)
+            assert_envelope(envelope, 417)
+            assert envelope["errors"][1] == "only the 100-continue expectation is supported"
+            assert fields["connection"] == "close"
+    assert upstream.seen == []
