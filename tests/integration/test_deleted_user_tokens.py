@@ -32,11 +32,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from auth.db import alembic_config, migrate
 from auth.models import RevokedSessionTombstone, utcnow
 from auth.repository import SessionRepository
-from auth.service import AuthService
-from gateway.appkeys import SERVICES
 from tests.fixtures.backends import PG_URL, Backend
 from tests.fixtures.factories import create_user, login
 from tests.fixtures.upstream import upstream_base
+from tests.integration.test_user_changes import bearer, service_of, status
 
 USERS = "/api/v1/auth/users"
 LOGOUT = "/api/v1/auth/logout"
@@ -80,21 +79,6 @@ def routes(upstream: TestServer) -> list[dict[str, Any]]:
         {"name": "admin", "prefix": "/admin", "upstream": base, "admin": True},
         {"name": "app", "prefix": "/app", "upstream": base},
     ]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def service_of(client: Client) -> AuthService:
-    service: AuthService = client.app[SERVICES].auth_service()
-    return service
-
-
-async def status(client: Client, path: str, token: str) -> int:
-    resp = await client.get(path, headers=bearer(token))
-    await resp.read()
-    return resp.status
 
 
 async def delete_user(client: Client, admin_token: str, user_id: int) -> None:
