@@ -44,9 +44,9 @@ def check_client_handshake(request: web.Request) -> None:
         raise BadRequest(
             "Sec-WebSocket-Version: 13 is required", headers={"Sec-WebSocket-Version": "13"}
         )
-    key = request.headers.get("Sec-WebSocket-Key", "")
-    try:
-        valid = len(b64decode(key.encode("ascii"), validate=True)) == 16
+    keys = request.headers.getall("Sec-WebSocket-Key", [])
+    try:  # (exactly one key: a second copy is no key at all)
+        valid = len(keys) == 1 and len(b64decode(keys[0].encode("ascii"), validate=True)) == 16
     except (UnicodeEncodeError, binascii.Error):
         valid = False
     if not valid:

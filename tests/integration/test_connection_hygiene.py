@@ -473,6 +473,9 @@ async def test_a_broken_websocket_handshake_never_reaches_the_upstream(
         upgrade + b"Sec-WebSocket-Key: \xff\xfe\r\nSec-WebSocket-Version: 13\r\n": (
             "Sec-WebSocket-Key: not the base64 of 16 bytes"
         ),
+        upgrade + key + key + b"Sec-WebSocket-Version: 13\r\n": (
+            "Sec-WebSocket-Key: not the base64 of 16 bytes"
+        ),
     }
     for fields, problem in cases.items():
         data = await first_answer(
