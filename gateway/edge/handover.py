@@ -43,7 +43,7 @@ from gateway.middlewares.connection import (
     is_refused_expectation,
     is_supported,
 )
-from gateway.middlewares.request_id import HEADER, REQUEST_ID, SERVER_NAME, request_id_for
+from gateway.middlewares.request_id import HEADER, SERVER_NAME, request_id_for
 
 if TYPE_CHECKING:
     from gateway.edge.connection import EdgeConnection
@@ -234,13 +234,6 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
             # Its body did not come in time (``expire``): the rest of it will not be read.
             self._late = None
             resp.force_close()
-        if isinstance(resp, web.HTTPException) and request.get(REQUEST_ID) is None:
-            # aiohttp answered before the app's middlewares ran (an expect handler raised: no
-            # longer for an ``Expect`` other than ``100-continue``, which the request factory
-            # turns into the middleware's 417). Its text page would name aiohttp's version: the
-            # answer is an envelope like every other, and the connection ends.
-            _LOGGER.info("refused before the app: %s %s", resp.status, resp.reason)
-            resp = _closing_envelope(resp.status, [])
         answered, reset = await super().finish_response(request, resp, start_time)
         self._pending = max(0, self._pending - 1)
         if self._edge is not None:
