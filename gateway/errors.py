@@ -7,8 +7,8 @@ GatewayError(status, details, headers)
 ├── NotFoundError           404
 ├── MethodNotAllowed        405
 ├── PayloadTooLarge         413
-├── ExpectationFailed       417
 ├── UnsupportedMediaType    415
+├── ExpectationFailed       417
 ├── Unimplemented           501
 ├── BadGateway              502
 └── GatewayTimeout          504

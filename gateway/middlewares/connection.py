@@ -82,9 +82,14 @@ def http_version_middleware() -> Middleware:
 async def close_refused_upgrade(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: end the connection of an upgrade request not switched."""
     if response.status != 101 and _asks_for_upgrade(request):
-        response.force_close()  # aiohttp closes the connection after this answer
-        # (aiohttp 3.14 writes ``Connection`` before the hooks run: say it here too.)
-        response.headers["Connection"] = "close"
+        _close_after(response)
+
+
+def _close_after(response: web.StreamResponse) -> None:
+    """aiohttp closes the connection after ``response``, and the answer says so."""
+    response.force_close()
+    # (aiohttp 3.14 writes ``Connection`` before the hooks run: say it here too.)
+    response.headers["Connection"] = "close"
 
 
 def _asks_for_upgrade(request: web.Request) -> bool:
@@ -118,5 +123,4 @@ async def close_unasked_body(request: web.Request, response: web.StreamResponse)
     """``on_response_prepare`` hook: a request refused while its ``100 Continue`` was deferred
     ends its connection (its client will not send the body; the next bytes are not one)."""
     if request.get(CONTINUE_DEFERRED, False):
-        response.force_close()
-        response.headers["Connection"] = "close"
+        _close_after(response)
