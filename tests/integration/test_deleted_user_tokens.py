@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from alembic import command
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from auth.db import alembic_config, migrate
 from auth.models import RevokedSessionTombstone, utcnow
 from auth.repository import SessionRepository
-from tests.fixtures.backends import PG_URL, Backend
+from tests.fixtures.backends import PG_URL, Backend, forget_redis_keys, pg_admin
 from tests.fixtures.factories import create_user, login
 from tests.fixtures.upstream import upstream_base
 from tests.integration.test_user_changes import bearer, service_of, status
@@ -86,23 +85,10 @@ async def delete_user(client: Client, admin_token: str, user_id: int) -> None:
     assert resp.status == 200, await resp.text()
 
 
-async def forget_redis(backend: Backend) -> None:
-    """Delete every Redis key of the run (revocations included): Redis restarted empty."""
-    if backend.redis_url is None:
-        return
-    client = aioredis.from_url(backend.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{backend.redis_prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 async def restart(old: Client, backend: Backend, gateway_client: Start, **sections: Any) -> Client:
     """Stop ``old`` and start a fresh gateway on the same database (and an emptied Redis)."""
     await old.close()
-    await forget_redis(backend)
+    await forget_redis_keys(backend)  # (as if Redis had restarted empty)
     return await gateway_client(**sections)
 
 
@@ -278,15 +264,6 @@ def _schema(url: str) -> tuple[set[str], set[str]]:
     return asyncio.run(run())
 
 
-async def _pg_admin(statement: str) -> None:
-    engine = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 def empty_database(backend: Backend, tmp_path: Path) -> Iterator[str]:
     """A database of its own on the backend's engine (never the run's migrated one)."""
@@ -294,11 +271,11 @@ def empty_database(backend: Backend, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
         return
     name = f"gwtest_mig_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_the_tombstones_migration_upgrades_and_downgrades(empty_database: str) -> None:

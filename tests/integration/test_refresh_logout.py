@@ -10,14 +10,13 @@ from typing import Any
 
 import jwt
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from auth.errors import TokenInvalid
 from auth.models import User
 from gateway.appkeys import SERVICES
-from tests.fixtures.backends import Backend
+from tests.fixtures.backends import Backend, forget_redis_keys
 from tests.fixtures.factories import create_user, login
 from tests.fixtures.gateway import TEST_SECRET
 
@@ -463,14 +462,7 @@ async def test_store_is_rebuilt_from_the_database_when_its_state_is_lost(
     two = await login(client)
     resp = await client.post(LOGOUT, headers=bearer(one["access_token"]))
     assert resp.status == 200, await resp.text()
-    if clean.redis_url:
-        redis = aioredis.from_url(clean.redis_url)
-        try:
-            keys = [k async for k in redis.scan_iter(match=f"{clean.redis_prefix}*")]
-            if keys:
-                await redis.delete(*keys)
-        finally:
-            await redis.aclose()
+    await forget_redis_keys(clean)
     restarted = await gateway_client()
     for pair in (one, two):
         assert not await store_accepts(restarted, pair["access_token"])

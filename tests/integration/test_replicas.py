@@ -32,11 +32,9 @@ import pytest
 import redis
 import uvloop
 import yaml
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.fixtures.backends import PG_URL, REQUIRE_SERVICES, session_database_url
+from tests.fixtures.backends import PG_URL, REQUIRE_SERVICES, pg_admin, session_database_url
 from tests.fixtures.processes import (
     DIE_WITH_PARENT,
     REPO,
@@ -116,15 +114,6 @@ class Cluster:
         return [sys.executable, "-m", "gateway", *args, "--config", str(self.config)]
 
 
-async def _pg_admin(statement: str) -> None:
-    engine = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 def _unavailable(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (GATEWAY_TEST_REQUIRE_SERVICES=1: services must run)")
@@ -186,7 +175,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("replicas")
     group = ProcessGroup(tmp, tmp)
     name = f"gwrep_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
     database_url = session_database_url(PG_URL, name)
     try:
         redis_server = RedisServer(group, free_port())
@@ -254,7 +243,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         group.stop_all()
         left = [p.name for p in group.procs if p.alive()]
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         assert not left, f"processes left running: {left}"
 
 
